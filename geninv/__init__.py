@@ -19,8 +19,36 @@ from geninv.observation import GaussianMatrix, Identity, Mask, Observation, obse
 
 __version__ = "0.1.0"
 
+# Heavier pieces load on first use, so that ``import geninv`` stays fast.
+_LAZY = {
+    "certify": "geninv.theory",
+    "Certificate": "geninv.theory",
+    "LayerCertificate": "geninv.theory",
+    "mutual_coherence": "geninv.theory",
+    "spark": "geninv.theory",
+    "metrics": "geninv.metrics",
+    "invert": "geninv.inversion",
+    "methods": "geninv.inversion",
+    "InversionResult": "geninv.inversion",
+    "Status": "geninv.inversion",
+    "load_generator": "geninv.io",
+    "save_generator": "geninv.io",
+    "experiments": "geninv.experiments",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        return module if module.__name__ == f"geninv.{name}" else getattr(module, name)
+    raise AttributeError(f"module 'geninv' has no attribute {name!r}")
+
+
 __all__ = [
     "Activation",
+    "Certificate",
     "ConvergenceWarning",
     "GaussianMatrix",
     "Generator",
@@ -28,16 +56,28 @@ __all__ = [
     "Identity",
     "InvalidMaskError",
     "InvalidValueError",
+    "InversionResult",
     "Layer",
+    "LayerCertificate",
     "Mask",
     "ModelFormatError",
     "NotCertifiedWarning",
     "Observation",
     "ShapeError",
     "SolverError",
+    "Status",
     "Trace",
     "UnsupportedError",
     "__version__",
+    "certify",
+    "experiments",
+    "invert",
+    "load_generator",
     "masks",
+    "methods",
+    "metrics",
+    "mutual_coherence",
     "observe",
+    "save_generator",
+    "spark",
 ]

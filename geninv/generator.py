@@ -11,6 +11,7 @@ Layers are indexed from 0 in code: ``layers[i]`` maps ``x_i`` to ``x_{i+1}``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -282,7 +283,7 @@ class Generator(nn.Module):
         seed = check_int("seed", seed, low=0)
         rng = torch.Generator().manual_seed(seed)
         weights, biases = [], []
-        for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+        for n_in, n_out in itertools.pairwise(widths):
             scale = 1.0 / math.sqrt(n_in)
             weights.append(torch.randn(n_out, n_in, generator=rng, dtype=torch.float64) * scale)
             biases.append(torch.randn(n_out, generator=rng, dtype=torch.float64) * scale if bias else None)
@@ -314,7 +315,7 @@ class Generator(nn.Module):
     @property
     def widths(self) -> tuple[int, ...]:
         """``(n_0, n_1, ..., n_L)``: latent size first, output size last."""
-        return (self.weight(0).shape[1],) + tuple(self.weight(i).shape[0] for i in range(self.n_layers))
+        return (self.weight(0).shape[1], *tuple(self.weight(i).shape[0] for i in range(self.n_layers)))
 
     @property
     def latent_dim(self) -> int:

@@ -63,7 +63,7 @@ def random_pixels(n: int, missing: float, *, seed: int = 0) -> np.ndarray:
     """Hide ``round(missing * n)`` coordinates chosen uniformly at random."""
     n = check_int("n", n, low=1)
     missing = check_real("missing", missing, low=0.0, high=1.0, high_open=True)
-    k = int(round(missing * n))
+    k = round(missing * n)
     rng = np.random.default_rng(check_int("seed", seed, low=0))
     mask = np.ones(n, dtype=bool)
     mask[rng.choice(n, size=k, replace=False)] = False

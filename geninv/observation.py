@@ -97,7 +97,7 @@ class Mask:
         return x[..., self.rows.to(x.device)]
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        out = y.new_zeros(y.shape[:-1] + (self.mask.size,))
+        out = y.new_zeros((*y.shape[:-1], self.mask.size))
         out[..., self.rows.to(y.device)] = y
         return out
 
