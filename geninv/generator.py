@@ -369,6 +369,12 @@ class Generator(nn.Module):
             f"output={self.output_activation.name}, bias={self.has_bias}, dtype={self.dtype}"
         )
 
+    def save(self, path: str) -> Any:
+        """Save as ``path.json`` + ``path.safetensors`` (see :func:`geninv.io.save_generator`)."""
+        from geninv.io import save_generator
+
+        return save_generator(self, path)
+
     # ------------------------------------------------------------------ computation
     def _check_latent(self, z: Any) -> tuple[torch.Tensor, bool]:
         z = as_tensor("z", z, ndim=(1, 2), dtype=self.dtype, device=self.device, finite=True)

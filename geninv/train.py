@@ -1,0 +1,163 @@
+"""Train the shipped MNIST generator: the decoder of a small fully connected VAE.
+
+    python -m geninv.train mnist --data ../shared/data/mnist --out geninv/assets --seed 0
+
+The decoder is ``20 -> 128 -> 392 -> 784`` with relu hidden units, biases and a sigmoid output;
+the encoder is thrown away. MNIST (Y. LeCun, C. Cortes, C. Burges) is CC BY-SA 3.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from geninv.errors import ModelFormatError
+
+IMAGES = "t10k-images-idx3-ubyte.gz"
+LABELS = "t10k-labels-idx1-ubyte.gz"
+DEFAULT_WIDTHS = (20, 128, 392, 784)
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read a (gzipped) idx file: the MNIST distribution format."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ModelFormatError(f"{path} is not an idx file (bad magic number).")
+    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[data[2]]
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    arr = np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise ModelFormatError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {arr.size}.")
+    return arr.reshape(shape)
+
+
+def load_mnist(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images as float32 in [0, 1] of shape (N, 784), and labels (N,)."""
+    data_dir = Path(data_dir)
+    images = read_idx(data_dir / IMAGES).reshape(-1, 784).astype(np.float32) / 255.0
+    labels = read_idx(data_dir / LABELS).astype(np.int64)
+    return images, labels
+
+
+class _VAE(nn.Module):
+    def __init__(self, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        latent, *hidden, out = widths
+        enc: list[nn.Module] = []
+        prev = out
+        for w in reversed(hidden):
+            enc += [nn.Linear(prev, w), nn.ReLU()]
+            prev = w
+        self.encoder = nn.Sequential(*enc)
+        self.mu = nn.Linear(prev, latent)
+        self.logvar = nn.Linear(prev, latent)
+        dec: list[nn.Module] = []
+        prev = latent
+        for w in hidden:
+            dec += [nn.Linear(prev, w), nn.ReLU()]
+            prev = w
+        dec += [nn.Linear(prev, out)]
+        self.decoder = nn.Sequential(*dec)
+
+    def forward(self, x: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, ...]:
+        h = self.encoder(x)
+        mu, logvar = self.mu(h), self.logvar(h)
+        eps = torch.randn(mu.shape, generator=rng)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        return self.decoder(z), mu, logvar
+
+
+def train_mnist(
+    data_dir: str | Path,
+    *,
+    widths: tuple[int, ...] = DEFAULT_WIDTHS,
+    epochs: int = 150,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    log=print,
+):
+    """Train the VAE and return ``(Generator, info)`` with the decoder as a geninv Generator."""
+    from geninv.generator import Generator
+
+    torch.manual_seed(seed)  # nn.Linear's default init draws from the global generator
+    rng = torch.Generator().manual_seed(seed)
+    images, _ = load_mnist(data_dir)
+    x_all = torch.from_numpy(images)
+    model = _VAE(tuple(widths))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    start = time.perf_counter()
+    loss_value = float("nan")
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(x_all.shape[0], generator=rng)
+        total = 0.0
+        for i in range(0, x_all.shape[0], batch_size):
+            xb = x_all[perm[i : i + batch_size]]
+            logits, mu, logvar = model(xb, rng)
+            rec = nn.functional.binary_cross_entropy_with_logits(logits, xb, reduction="sum")
+            kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+            loss = (rec + kl) / xb.shape[0]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * xb.shape[0]
+        sched.step()
+        loss_value = total / x_all.shape[0]
+        log(f"epoch {epoch:3d}/{epochs}  loss {loss_value:8.2f}  ({time.perf_counter() - start:5.1f} s)")
+    linears = [m for m in model.decoder if isinstance(m, nn.Linear)]
+    gen = Generator.from_weights(
+        [m.weight.detach() for m in linears],
+        [m.bias.detach() for m in linears],
+        hidden="relu",
+        output="sigmoid",
+        name="mnist",
+        dtype=torch.float32,
+    )
+    info = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "final_loss": round(loss_value, 3),
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "samples": int(x_all.shape[0]),
+    }
+    return gen, info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="geninv train", description="Train the shipped generators.")
+    parser.add_argument("what", choices=["mnist"], help="which generator to train")
+    parser.add_argument("--data", default="../shared/data/mnist", help="folder with the MNIST idx files")
+    parser.add_argument("--out", default="geninv/assets", help="output folder for mnist.safetensors/.json")
+    parser.add_argument("--epochs", type=int, default=150, help="training epochs (default 150)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from geninv.io import save_generator
+
+    gen, info = train_mnist(args.data, epochs=args.epochs, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_generator(gen, out / "mnist")
+    (out / "mnist_training.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"saved {out / 'mnist.safetensors'} ({info})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
