@@ -1,0 +1,193 @@
+"""Batched least-squares and non-negative least-squares solvers on row-masked stacks.
+
+Problems come as a shared matrix ``W`` of shape (m, n) and a per-signal row mask ``rows`` of shape
+(B, m): signal b uses the equations ``W[rows[b]] x = t[b, rows[b]]``. Zeroing the unused rows keeps
+everything batched; an optional column mask restricts the unknowns. These solvers know nothing
+about generators.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _eps(dtype: torch.dtype) -> float:
+    return float(torch.finfo(dtype).eps)
+
+
+def masked_gram(weight: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor | None = None, weights=None):
+    """``A_b^T A_b`` with ``A_b = diag(rows_b * weights_b) W diag(cols_b)``; shape (B, n, n)."""
+    r = rows.to(weight.dtype)
+    if weights is not None:
+        r = r * weights
+    a = weight.unsqueeze(0) * r.unsqueeze(-1)
+    if cols is not None:
+        a = a * cols.to(weight.dtype).unsqueeze(-2)
+    return a.transpose(-1, -2) @ a, a
+
+
+def lstsq_rows(
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor | None = None,
+    *,
+    weights: torch.Tensor | None = None,
+    refine: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least squares ``min ||W[rows] x - t[rows]||`` per signal, x zero outside ``cols``.
+
+    Normal equations with a Cholesky factorization (batched), made accurate to working precision by
+    ``refine`` steps of iterative refinement. Returns ``(x, determined)`` where ``determined`` is
+    True when the restricted matrix has full column rank (the solution is unique).
+    """
+    batch, n = target.shape[0], weight.shape[1]
+    if batch > 1 and cols is None and weights is None and bool((rows == rows[:1]).all()):
+        # Every signal uses the same rows (a fixed mask): one factorization serves the batch.
+        x1, det1 = _lstsq_shared(weight[rows[0]], (target * rows)[:, rows[0]], refine)
+        return x1, det1.expand(batch).clone()
+    gram, a = masked_gram(weight, rows, cols, weights)
+    tt = target * rows.to(target.dtype)
+    if weights is not None:
+        tt = tt * weights
+    free = torch.ones(batch, n, dtype=torch.bool, device=weight.device) if cols is None else cols.bool()
+    scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(weight.dtype).tiny)
+    # Unknowns outside cols get a unit diagonal so the system stays non-singular.
+    diag = (~free).to(weight.dtype) * scale.unsqueeze(-1)
+    gram = gram + torch.diag_embed(diag)
+    chol, info = torch.linalg.cholesky_ex(gram)
+    determined = info == 0
+    # A tiny ridge rescues the rank-deficient ones (they are reported as not determined).
+    if not bool(determined.all()):
+        ridge = torch.diag_embed(torch.ones_like(diag) * scale.unsqueeze(-1) * 1e3 * _eps(weight.dtype))
+        chol2, _ = torch.linalg.cholesky_ex(gram + ridge)
+        chol = torch.where(determined.view(-1, 1, 1), chol, chol2)
+    rhs = (a.transpose(-1, -2) @ tt.unsqueeze(-1)).squeeze(-1)
+    x = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+    for _ in range(refine):
+        resid = rhs - (gram @ x.unsqueeze(-1)).squeeze(-1)
+        x = x + torch.cholesky_solve(resid.unsqueeze(-1), chol).squeeze(-1)
+    x = x * free.to(x.dtype)
+    # Cholesky can succeed on numerically rank-deficient Grams: a pivot far below the largest
+    # diagonal entry flags near-singularity (a cheap lower bound on the smallest eigenvalue scale).
+    pivots = torch.diagonal(chol, dim1=-2, dim2=-1).pow(2)
+    determined = determined & (pivots.amin(-1) > scale * 1e4 * _eps(weight.dtype) * n)
+    n_rows = rows.sum(-1)
+    n_free = free.sum(-1)
+    determined = determined & (n_rows >= n_free)
+    return x, determined
+
+
+def _lstsq_shared(a: torch.Tensor, t: torch.Tensor, refine: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least squares with one matrix ``a`` (m, n) for many right-hand sides ``t`` (B, m)."""
+    m, n = a.shape
+    if m < n:
+        x = torch.linalg.lstsq(a, t.T, driver="gelsd" if a.device.type == "cpu" else None).solution.T
+        return x, torch.tensor(False, device=a.device)
+    q, r = torch.linalg.qr(a)
+    diag = torch.diagonal(r).abs()
+    determined = diag.amin() > diag.amax() * 1e4 * _eps(a.dtype) * n
+    x = torch.linalg.solve_triangular(r, (t @ q).T, upper=True).T
+    for _ in range(refine):
+        resid = t - x @ a.T
+        x = x + torch.linalg.solve_triangular(r, (resid @ q).T, upper=True).T
+    return x, determined
+
+
+def residual_rows(weight: torch.Tensor, x: torch.Tensor, target: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``||(W x - t)[rows]||`` per signal."""
+    r = (x @ weight.T - target) * rows.to(x.dtype)
+    return torch.linalg.vector_norm(r, dim=-1)
+
+
+def nnls_rows(
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    rows: torch.Tensor,
+    *,
+    lam: torch.Tensor | float = 0.0,
+    weights: torch.Tensor | None = None,
+    iters: int = 150,
+    pdas_rounds: int = 12,
+    tol: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-negative (Lasso) least squares ``min 0.5||W[rows] x - t||^2 + lam * sum(x), x >= 0``.
+
+    Batched projected accelerated gradient (FISTA) to approach the support, then a primal-dual
+    active-set iteration that ends with an exact least-squares solve on the support; signals whose
+    KKT conditions still fail are solved exactly by scipy's active-set NNLS (only when ``lam == 0``).
+    Returns ``(x, kkt_ok)``.
+    """
+    batch, n = target.shape[0], weight.shape[1]
+    dtype = weight.dtype
+    tol = tol if tol is not None else 0.1 * _eps(dtype) ** 0.5
+    r = rows.to(dtype) if weights is None else rows.to(dtype) * weights
+    a = weight.unsqueeze(0) * r.unsqueeze(-1)
+    tt = target * r
+    lam_t = torch.as_tensor(lam, dtype=dtype, device=weight.device).reshape(-1, 1).expand(batch, 1)
+    # Lipschitz constant of the gradient by power iteration.
+    v = torch.ones(batch, n, dtype=dtype, device=weight.device) / n**0.5
+    for _ in range(30):
+        v = (a.transpose(-1, -2) @ (a @ v.unsqueeze(-1))).squeeze(-1)
+        nv = torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+        v = v / nv
+    lip = nv.squeeze(-1) * 1.05
+    step = (1 / lip).unsqueeze(-1)
+    x = torch.zeros(batch, n, dtype=dtype, device=weight.device)
+    yk, tk = x.clone(), 1.0
+    aty = (a.transpose(-1, -2) @ tt.unsqueeze(-1)).squeeze(-1)
+    gram = a.transpose(-1, -2) @ a
+    for _ in range(iters):
+        grad = (gram @ yk.unsqueeze(-1)).squeeze(-1) - aty + lam_t
+        x_new = (yk - step * grad).clamp_min(0)
+        t_new = (1 + (1 + 4 * tk * tk) ** 0.5) / 2
+        yk = x_new + ((tk - 1) / t_new) * (x_new - x)
+        x, tk = x_new, t_new
+    # Primal-dual active set (semi-smooth Newton) from the FISTA point: exact on the final support.
+    diag = torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(torch.finfo(dtype).tiny)
+    best = x
+    for _ in range(pdas_rounds):
+        grad = (gram @ x.unsqueeze(-1)).squeeze(-1) - aty + lam_t
+        free = (x - grad / diag) > 0
+        gram_f = gram * free.unsqueeze(-1) * free.unsqueeze(-2) + torch.diag_embed((~free).to(dtype) * diag)
+        sol, info = torch.linalg.solve_ex(gram_f, (aty - lam_t) * free)
+        sol = torch.where((info == 0).unsqueeze(-1), sol * free, x)
+        done = (sol >= 0).all(-1) & _nnls_kkt(gram, aty, lam_t, sol, tol)
+        best = torch.where(done.unsqueeze(-1), sol, best)
+        if bool(done.all()):
+            break
+        x = torch.where(done.unsqueeze(-1), sol, sol.clamp_min(0))
+    x = torch.where(_nnls_kkt(gram, aty, lam_t, best, tol).unsqueeze(-1), best, x)
+    kkt = _nnls_kkt(gram, aty, lam_t, x, tol)
+    if bool((~kkt).any()) and float(lam_t.abs().max()) == 0.0:
+        from scipy.optimize import nnls
+
+        bad = torch.nonzero(~kkt).flatten().tolist()
+        a_np = a.detach().cpu().double().numpy()
+        t_np = tt.detach().cpu().double().numpy()
+        for b in bad:
+            keep = r[b].detach().cpu().numpy() != 0
+            try:
+                sol_b, _ = nnls(a_np[b][keep], t_np[b][keep], maxiter=50 * n)
+            except RuntimeError:
+                continue
+            x[b] = torch.from_numpy(sol_b).to(dtype=dtype, device=x.device)
+        kkt = _nnls_kkt(gram, aty, lam_t, x, tol)
+    return x, kkt
+
+
+def _nnls_kkt(gram, aty, lam_t, x, tol) -> torch.Tensor:
+    grad = (gram @ x.unsqueeze(-1)).squeeze(-1) - aty + lam_t
+    scale = aty.abs().amax(-1, keepdim=True).clamp_min(1.0)
+    on = x > 0
+    ok_on = (grad.abs() * on <= tol * scale).all(-1)
+    ok_off = ((grad * ~on) >= -tol * scale).all(-1)
+    return ok_on & ok_off
+
+
+def nnls_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Reference active-set NNLS (scipy), for tests."""
+    from scipy.optimize import nnls
+
+    return nnls(a, b)[0]
