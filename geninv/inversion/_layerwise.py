@@ -136,6 +136,7 @@ def sweep(
     steps: list[LayerStep] = []
     ok_all = torch.ones(obs.batch_size, dtype=torch.bool, device=generator.device)
     problem = output_problem(generator, obs, saturation_tol=saturation_tol)
+    noise = problem.noise
     for layer in range(generator.n_layers - 1, -1, -1):
         t0 = time.perf_counter()
         if layer < generator.n_layers - 1:

@@ -219,7 +219,7 @@ def lbp_step(p: StepProblem, config: LayeredBPConfig) -> tuple[torch.Tensor, str
         solver += "+lasso"
         nid = idx[~clean]
         w2 = torch.cat([p.weight, -p.weight], dim=1)
-        uv, kkt = nnls_rows(
+        uv, _ = nnls_rows(
             w2,
             p.shifted_target[nid],
             p.rows[nid],
