@@ -39,7 +39,8 @@ class HybridConfig:
     gd_iter : int
         Iterations of the joint gradient solve for signals the layer-wise pass did not settle.
     gd_restarts : int
-        Random restarts of that solve, plus one more that starts at the pursuit estimate.
+        Random restarts of that solve (the same ones plain gd runs with this seed), plus one more
+        that starts at the pursuit estimate.
     lr : float
     refit_iter : int
         Pattern-refit iterations.
@@ -48,7 +49,7 @@ class HybridConfig:
         ``||A G(z) - y||^2 <= m sigma^2 (1 + accept)``, or relative residual <= 1e-9 when clean.
     """
 
-    gd_iter: int = 1500
+    gd_iter: int = 2000
     gd_restarts: int = 3
     lr: float = 0.05
     refit_iter: int = 8
@@ -105,23 +106,26 @@ def run_hybrid(generator, obs, config: HybridConfig, *, seed: int = 0, progress=
     if n_joint:
         idx = torch.nonzero(~settled).flatten()
         sub = _take(obs, idx)
-        gd_cfg = GradientDescentConfig(
-            lr=config.lr, n_iter=config.gd_iter, restarts=config.gd_restarts + 1, z_init=z[idx]
-        )
         sub_progress = None
         if progress is not None:
 
             def sub_progress(frac, msg):
                 return progress(0.2 + 0.75 * frac, f"hybrid (joint solve of {n_joint} signals): {msg}")
 
+        # The same restarts plain gd would run, plus one started at the pursuit estimate.
+        plain = GradientDescentConfig(lr=config.lr, n_iter=config.gd_iter, restarts=config.gd_restarts)
+        warm = dataclasses.replace(plain, restarts=1, z_init=z[idx])
+        candidates = [z[idx]]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            gd = run_gradient_descent(generator, sub, gd_cfg, seed=seed, progress=sub_progress)
-        z_gd = gd.z_hat
-        if config.refit_iter:
-            z_gd = refit(generator, sub, z_gd, n_iter=config.refit_iter)
-        take = _fit(generator, sub, z_gd) < _fit(generator, sub, z[idx])
-        z[idx[take]] = z_gd[take]
+            for cfg in (warm, plain):
+                z_gd = run_gradient_descent(generator, sub, cfg, seed=seed, progress=sub_progress).z_hat
+                if config.refit_iter:
+                    z_gd = refit(generator, sub, z_gd, n_iter=config.refit_iter)
+                candidates.append(z_gd)
+        fits = torch.stack([_fit(generator, sub, c) for c in candidates])
+        pick = fits.argmin(0)
+        z[idx] = torch.stack(candidates)[pick, torch.arange(idx.numel())]
     # Hidden layers: the forward trace of the final z is the hybrid's answer (steps keep the pursuit's).
     ok = torch.ones(obs.batch_size, dtype=torch.bool, device=z.device)
     result = finish(generator, obs, z, {}, steps, ok, start, "hybrid", dataclasses.asdict(config), history)

@@ -1,0 +1,96 @@
+"""One contract, every registered method (sklearn's parametrize_with_checks idea)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import geninv
+from geninv.inversion import InversionResult, Status
+
+METHODS = geninv.methods()
+FAST = {"gd": {"n_iter": 1500}, "plugin": {"n_iter": 1500}}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    G = geninv.Generator.random([4, 16, 48], seed=0)
+    z = G.sample_latent(3, seed=1)
+    return G, z, geninv.observe(G, z)
+
+
+def test_registry_lists_the_contract_names():
+    assert set(METHODS) == {"gd", "plugin", "lbp", "latent-pursuit", "lp", "hybrid"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_shapes_and_exact_recovery(setup, method):
+    G, z, obs = setup
+    res = geninv.invert(G, obs, method, **FAST.get(method, {}))
+    assert isinstance(res, InversionResult) and res.method == method
+    assert res.z_hat.shape == (3, 4) and res.z_hat.dtype == torch.float64
+    assert [t.shape[1] for t in res.layers] == [16, 48]
+    assert all(s.dtype == torch.bool for s in res.supports)
+    assert res.statuses.shape == (3,)
+    torch.testing.assert_close(res.x_hat, G(res.z_hat))
+    err = geninv.metrics.latent_error(res.z_hat, z)
+    assert float(err.max()) <= 1e-6, err
+    assert res.status == Status.CONVERGED  # an exact case must say so
+    assert res.seconds > 0 and res.forward_passes > 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_deterministic_and_inputs_unmodified(setup, method):
+    G, z, obs = setup
+    y0, z0, w0 = obs.y.clone(), obs.z_true.clone(), G.weight(0).clone()
+    a = geninv.invert(G, obs, method, seed=7, **FAST.get(method, {}))
+    b = geninv.invert(G, obs, method, seed=7, **FAST.get(method, {}))
+    torch.testing.assert_close(a.z_hat, b.z_hat, rtol=0, atol=0)
+    assert torch.equal(obs.y, y0) and torch.equal(obs.z_true, z0) and torch.equal(G.weight(0), w0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_mask_and_batch_of_one(setup, method):
+    G, z, _ = setup
+    m = geninv.masks.random_pixels(48, 0.25, seed=3)
+    obs = geninv.observe(G, z[:1], mask=m)
+    res = geninv.invert(G, obs, method, **FAST.get(method, {}))
+    assert res.z_hat.shape == (1, 4)
+    assert float(geninv.metrics.latent_error(res.z_hat, z[:1]).max()) <= 1e-6
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bad_options_are_named(setup, method):
+    G, _, obs = setup
+    with pytest.raises(geninv.InvalidValueError, match=f"Unknown option.*'bogus'.*'{method}'"):
+        geninv.invert(G, obs, method, bogus=1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_records_carry_metrics(setup, method):
+    G, z, obs = setup
+    res = geninv.invert(G, obs, method, **FAST.get(method, {}))
+    rows = res.to_records(obs)
+    assert len(rows) == 3 and rows[0]["method"] == method
+    assert rows[0]["latent_error"] <= 1e-6 and rows[0]["success"] == 1.0
+    assert 0.0 <= rows[0]["layer1_precision"] <= 1.0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_float32(method):
+    G = geninv.Generator.random([4, 16, 48], seed=0, dtype=torch.float32)
+    z = G.sample_latent(2, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = geninv.invert(G, geninv.observe(G, z), method, **FAST.get(method, {}))
+    assert res.z_hat.dtype == torch.float32
+    assert float(geninv.metrics.latent_error(res.z_hat, z).max()) <= 1e-3
+
+
+def test_max_iter_status_warns(setup):
+    G, _, obs = setup
+    with pytest.warns(geninv.ConvergenceWarning, match="max_iter"):
+        res = geninv.invert(G, obs, "gd", n_iter=3, restarts=1)
+    assert res.status == Status.MAX_ITER and set(res.statuses) == {"max_iter"}
+    assert np.all(res.history.iterations[-1] == 3)

@@ -1,0 +1,75 @@
+"""Batched torch solvers against their cvxpy references on small random problems."""
+
+import numpy as np
+import pytest
+import torch
+
+from geninv.solvers import reference
+from geninv.solvers.linear import lstsq_rows, nnls_rows
+
+TOL = 1e-6  # CLARABEL's accuracy; the torch solvers are exact to ~1e-12
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nnls_matches_cvxpy(seed):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(24, 10))  # overdetermined on the kept rows: a unique minimiser
+    rows = torch.from_numpy(rng.random((3, 24)) < 0.8)
+    t = torch.from_numpy(rng.normal(size=(3, 24)))
+    x, kkt = nnls_rows(torch.from_numpy(w), t, rows)
+    assert bool(kkt.all())
+    for b in range(3):
+        r = rows[b].numpy()
+        ref = reference.constrained_lstsq(w[r], t[b].numpy()[r], nonneg=True)
+        obj = lambda v: np.sum((w[r] @ v - t[b].numpy()[r]) ** 2)  # noqa: E731
+        assert obj(x[b].numpy()) <= obj(ref) + 1e-7
+        np.testing.assert_allclose(x[b].numpy(), ref, atol=TOL * 10)
+
+
+def test_nnls_reference_with_parameters_matches():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(10, 6))
+    solve = reference.NNLSReference(a)
+    for _ in range(2):
+        b = rng.normal(size=10)
+        x, _ = nnls_rows(torch.from_numpy(a), torch.from_numpy(b)[None], torch.ones(1, 10, dtype=torch.bool))
+        np.testing.assert_allclose(x[0].numpy(), solve(b), atol=1e-5)
+
+
+def test_nonneg_lasso_matches_cvxpy():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(15, 10))
+    t = rng.normal(size=15)
+    x, _ = nnls_rows(torch.from_numpy(w), torch.from_numpy(t)[None], torch.ones(1, 15, dtype=torch.bool), lam=0.7)
+    ref = reference.constrained_lstsq(w, t, nonneg=True, lam=0.7)
+    np.testing.assert_allclose(x[0].numpy(), ref, atol=1e-5)
+
+
+def test_lstsq_rows_matches_numpy_and_flags_underdetermined():
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(20, 6))
+    rows = torch.ones(2, 20, dtype=torch.bool)
+    rows[1, 4:] = False  # only 4 rows for 6 unknowns
+    t = torch.from_numpy(rng.normal(size=(2, 20)))
+    x, det = lstsq_rows(torch.from_numpy(w), t, rows)
+    np.testing.assert_allclose(x[0].numpy(), np.linalg.lstsq(w, t[0].numpy(), rcond=None)[0], rtol=1e-10)
+    assert det.tolist() == [True, False]
+
+
+def test_shared_rows_factorization_is_exact():
+    rng = np.random.default_rng(3)
+    w = torch.from_numpy(rng.normal(size=(30, 8)))
+    x_true = torch.from_numpy(rng.normal(size=(5, 8)))
+    rows = torch.ones(5, 30, dtype=torch.bool)
+    x, det = lstsq_rows(w, x_true @ w.T, rows)
+    torch.testing.assert_close(x, x_true, rtol=1e-12, atol=1e-12)
+    assert bool(det.all())
+
+
+def test_basis_pursuit_and_lasso_references_run():
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(8, 16))
+    x0 = np.zeros(16)
+    x0[[2, 9]] = [1.0, -2.0]
+    np.testing.assert_allclose(reference.basis_pursuit(a, a @ x0), x0, atol=1e-6)
+    assert np.abs(reference.lasso(a, a @ x0, 0.01) - x0).max() < 0.05
