@@ -42,7 +42,7 @@ def test_shapes_and_exact_recovery(setup, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_deterministic_and_inputs_unmodified(setup, method):
-    G, z, obs = setup
+    G, _, obs = setup
     y0, z0, w0 = obs.y.clone(), obs.z_true.clone(), G.weight(0).clone()
     a = geninv.invert(G, obs, method, seed=7, **FAST.get(method, {}))
     b = geninv.invert(G, obs, method, seed=7, **FAST.get(method, {}))
@@ -69,7 +69,7 @@ def test_bad_options_are_named(setup, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_records_carry_metrics(setup, method):
-    G, z, obs = setup
+    G, _, obs = setup
     res = geninv.invert(G, obs, method, **FAST.get(method, {}))
     rows = res.to_records(obs)
     assert len(rows) == 3 and rows[0]["method"] == method
