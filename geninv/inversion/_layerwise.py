@@ -94,14 +94,19 @@ def output_problem(generator: Generator, obs: Observation, *, saturation_tol: fl
     elif act.name in ("sigmoid", "tanh"):
         lo, hi = act.bounds
         tol = torch.maximum(torch.full_like(sigma, saturation_tol), 3 * sigma).unsqueeze(-1)
-        rows &= (full - lo > tol) & (hi - full > tol)
+        usable = rows & (full - lo > tol) & (hi - full > tol)
+        # Pixels saturated at the lower bound still say pre <= phi^{-1}(lo + tol): an inequality.
+        off = rows & (full - lo <= tol)
+        rows = usable
         target = act.inverse(full, eps=saturation_tol)
+        floor = act.inverse(torch.full_like(full, lo) + tol, eps=saturation_tol)
+        target = torch.where(off, floor, target)
         if bool((sigma > 0).any()):
             # Weighted in pixel space: an error e in y is e / phi'(pre) after the inverse.
             row_weights = act.derivative(target).clamp_min(1e-12)
     else:
         target = act.inverse(full) if act.invertible else full
-    target = torch.where(rows, target, torch.zeros_like(target))
+    target = torch.where(rows | off, target, torch.zeros_like(target))
     return StepProblem(last, weight, bias, target, rows, off, row_weights, generator.n_layers > 1, sigma)
 
 
