@@ -280,3 +280,56 @@ def from_state_dict(
 def file_size_ok(n_bytes: int) -> bool:
     """True when an upload of ``n_bytes`` is within the size cap."""
     return 0 < n_bytes <= MAX_FILE_BYTES and math.isfinite(n_bytes)
+
+
+def parse_spec(spec: str) -> dict[str, Any]:
+    """Parse a generator spec string: ``"mnist"`` or ``"random:20-128-392-784[:seed=0][:bias]
+    [:hidden=leaky_relu][:output=sigmoid]"``. Raises ModelFormatError on anything else."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelFormatError(f"A generator spec must be a non-empty string. Got {spec!r}.")
+    spec = spec.strip()
+    if spec in SHIPPED:
+        return {"kind": "shipped", "name": spec}
+    parts = spec.split(":")
+    if parts[0] != "random" or len(parts) < 2:
+        raise ModelFormatError(
+            f"Unknown generator spec {spec!r}: use 'mnist' or 'random:20-128-392-784[:seed=0][:bias]"
+            "[:hidden=relu|leaky_relu][:output=identity|sigmoid|tanh|relu]'."
+        )
+    try:
+        widths = [int(w) for w in parts[1].replace(",", "-").split("-") if w.strip()]
+    except ValueError:
+        raise ModelFormatError(f"Widths {parts[1]!r} must be integers separated by '-', e.g. 20-128-392-784.") from None
+    out: dict[str, Any] = {"kind": "random", "widths": widths, "seed": 0, "bias": False}
+    out |= {"hidden": "relu", "output": "identity"}
+    for part in parts[2:]:
+        key, _, value = part.partition("=")
+        if key == "bias":
+            out["bias"] = value in ("", "1", "true", "True")
+        elif key == "seed" and value.isdigit():
+            out["seed"] = int(value)
+        elif key in ("hidden", "output") and value:
+            out[key] = value
+        else:
+            raise ModelFormatError(f"Unknown option {part!r} in generator spec {spec!r}.")
+    return out
+
+
+def generator_from_spec(spec: str, *, dtype: torch.dtype | None = None) -> Generator:
+    """Build the generator a spec string names (see :func:`parse_spec`); random ones are float64."""
+    parsed = parse_spec(spec)
+    if parsed["kind"] == "shipped":
+        return load_generator(parsed["name"], dtype=dtype)
+    try:
+        gen = Generator.random(
+            parsed["widths"],
+            seed=parsed["seed"],
+            bias=parsed["bias"],
+            hidden=parsed["hidden"],
+            output=parsed["output"],
+            dtype=dtype or torch.float64,
+        )
+    except ValueError as exc:
+        raise ModelFormatError(f"Generator spec {spec!r}: {exc}") from None
+    gen.name = spec
+    return gen

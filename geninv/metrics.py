@@ -71,7 +71,9 @@ def support_scores(estimate: Any, truth: Any) -> dict[str, torch.Tensor]:
 def success_rate(errors: Any, threshold: float = DEFAULT_THRESHOLD) -> float:
     """Fraction of errors at or below ``threshold``."""
     threshold = check_real("threshold", threshold, low=0.0)
-    arr = np.asarray(torch.as_tensor(errors).detach().cpu(), dtype=np.float64).reshape(-1)
+    # Lists stay float64: torch.as_tensor would make them float32 and 1e-3 would fail a 1e-3 threshold.
+    values = errors.detach().cpu().double().numpy() if isinstance(errors, torch.Tensor) else errors
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
     return float(np.mean(arr <= threshold)) if arr.size else float("nan")
 
 

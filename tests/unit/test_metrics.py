@@ -26,5 +26,6 @@ def test_support_scores_hand_case():
 def test_success_rate():
     assert metrics.success_rate([1e-9, 1e-2, 5e-4, 2e-3]) == 0.5
     assert metrics.success_rate([1e-9, 1e-2], threshold=0.1) == 1.0
+    assert metrics.success_rate([1e-3]) == 1.0  # at the threshold counts, in float64
     with pytest.raises(ValueError, match="'threshold'"):
         metrics.success_rate([0.1], threshold=-1)

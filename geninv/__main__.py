@@ -1,0 +1,3 @@
+from geninv.cli import main
+
+raise SystemExit(main())

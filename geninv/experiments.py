@@ -1,0 +1,508 @@
+"""Experiments: several methods on one signal, and sweeps that reproduce the paper's claims.
+
+A sweep varies one parameter (noise level, fraction missing, box size or the expansion ratio of
+random generators), runs every method on the same signals at each value and returns tidy records,
+one per signal x method x value. Work units are (value, method) tasks; they run inline, on a local
+process pool, or on a Dask cluster, and with a records file a sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import platform
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geninv import masks
+from geninv._validation import check_choice, check_int, check_real, fail
+from geninv.errors import InvalidValueError
+from geninv.generator import Generator
+from geninv.io import generator_from_spec, parse_spec
+from geninv.observation import Observation, observe
+
+VARIABLES = ("noise_db", "missing", "box", "expansion")
+ORACLE = "oracle"
+CLEAN_DB = 1000.0  # "noise_db" value that means no noise
+
+
+# --------------------------------------------------------------------------- one signal, many methods
+def run_methods(
+    generator: Generator,
+    obs: Observation,
+    methods: Sequence[str],
+    *,
+    options: dict[str, dict[str, Any]] | None = None,
+    seed: int = 0,
+    progress: Callable[[float, str], Any] | None = None,
+) -> dict[str, Any]:
+    """Run ``methods`` on the same observation and seed; returns ``{method: InversionResult}``.
+
+    A method that cannot handle the case (e.g. layer-wise with a compressed-sensing operator and a
+    sigmoid output) maps to the exception it raised, so one failure does not hide the others.
+    """
+    from geninv.errors import GeninvError
+    from geninv.inversion import invert
+
+    options = options or {}
+    out: dict[str, Any] = {}
+    for k, method in enumerate(methods):
+        sub = None
+        if progress is not None:
+
+            def sub(frac, msg, k=k):
+                return progress((k + frac) / len(methods), msg)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                out[method] = invert(generator, obs, method, seed=seed, progress=sub, **options.get(method, {}))
+            except GeninvError as exc:
+                out[method] = exc
+    return out
+
+
+# --------------------------------------------------------------------------- sweeps
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: ``trials`` signals per value, every method on the same signals.
+
+    Parameters
+    ----------
+    generator : str
+        A generator spec (``"mnist"``, ``"random:20-128-392-784"``...). For ``variable="expansion"``
+        only its seed is used: widths are ``[20, 20r, 20r^2, 20r^3]``.
+    variable : {'noise_db', 'missing', 'box', 'expansion'}
+    values : tuple of float
+        SNR in dB (``1000`` = clean), fraction of random pixels missing, side of a centred hidden
+        box (images), or expansion ratio r.
+    methods : tuple of str
+        Registered method names, and ``"oracle"`` (least squares that knows the true supports).
+    trials : int
+    seed : int
+    threshold : float
+        Success = relative latent error at or below this.
+    certificate : bool
+        Add the certificate's verdicts to every record.
+    method_options : dict
+        ``{method: {option: value}}``.
+    """
+
+    generator: str = "random:20-128-392-784"
+    variable: str = "missing"
+    values: tuple[float, ...] = (0.0, 0.3, 0.6)
+    methods: tuple[str, ...] = ("gd", "latent-pursuit", "hybrid")
+    trials: int = 20
+    seed: int = 0
+    threshold: float = 1e-3
+    certificate: bool = False
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from geninv.inversion import methods as registered
+
+        parse_spec(self.generator)
+        check_choice("variable", self.variable, VARIABLES)
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+        object.__setattr__(self, "methods", tuple(self.methods))
+        if not self.values:
+            fail("values", "a non-empty list of numbers", self.values)
+        if not self.methods:
+            fail("methods", "a non-empty list of method names", self.methods)
+        for m in self.methods:
+            check_choice("methods", m, (*registered(), ORACLE))
+        check_int("trials", self.trials, low=1)
+        check_int("seed", self.seed, low=0)
+        check_real("threshold", self.threshold, low=0.0)
+        for v in self.values:
+            if self.variable == "missing":
+                check_real("values", v, low=0.0, high=1.0, high_open=True)
+            elif self.variable in ("box", "expansion"):
+                check_real("values", v, low=0.0 if self.variable == "box" else 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def key(self) -> str:
+        """Short hash of the whole configuration (records carry it)."""
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def versions() -> dict[str, str]:
+    import geninv
+
+    return {
+        "geninv": geninv.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+_GEN_CACHE: dict[tuple[str, float], Generator] = {}
+
+
+def _generator_for(config: SweepConfig, value: float) -> Generator:
+    if config.variable == "expansion":
+        parsed = parse_spec(config.generator)
+        seed = parsed.get("seed", 0)
+        widths = [20, *(max(1, round(20 * value**k)) for k in (1, 2, 3))]
+        key = (f"expansion:{widths}:{seed}", value)
+        if key not in _GEN_CACHE:
+            _GEN_CACHE[key] = Generator.random(widths, seed=seed)
+        return _GEN_CACHE[key]
+    key = (config.generator, 0.0)
+    if key not in _GEN_CACHE:
+        gen = generator_from_spec(config.generator)
+        _GEN_CACHE[key] = gen.double() if gen.dtype != torch.float64 else gen
+    return _GEN_CACHE[key]
+
+
+def _observation(config: SweepConfig, gen: Generator, value: float, index: int) -> Observation:
+    z = gen.sample_latent(config.trials, seed=config.seed + 1000 * index)
+    n = gen.output_dim
+    if config.variable == "missing":
+        mask = masks.random_pixels(n, value, seed=config.seed + index) if value > 0 else None
+        return observe(gen, z, mask=mask)
+    if config.variable == "box":
+        mask = masks.center_box(n, int(value)) if value > 0 else None
+        return observe(gen, z, mask=mask)
+    if config.variable == "noise_db":
+        snr = None if value >= CLEAN_DB else value
+        return observe(gen, z, snr_db=snr, seed=config.seed + index)
+    return observe(gen, z)
+
+
+def run_task(config_dict: dict[str, Any], value: float, method: str) -> list[dict[str, Any]]:
+    """One (value, method) unit of a sweep; module level so that process pools and Dask can ship it."""
+    from geninv.inversion import invert
+    from geninv.inversion.oracle import oracle_latent
+    from geninv.metrics import latent_error, psnr, relative_error
+    from geninv.theory import certify
+
+    torch.set_num_threads(1)
+    config = SweepConfig(**config_dict)
+    index = config.values.index(value)
+    gen = _generator_for(config, value)
+    obs = _observation(config, gen, value, index)
+    start = time.perf_counter()
+    status: list[str]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == ORACLE:
+            z_hat = oracle_latent(gen, obs)
+            status, fwd = ["converged"] * config.trials, 0.0
+        else:
+            try:
+                res = invert(gen, obs, method, seed=config.seed, **config.method_options.get(method, {}))
+                z_hat, status, fwd = res.z_hat, [str(s) for s in res.statuses], res.forward_passes
+            except Exception as exc:  # a method that cannot run here: record it, keep sweeping
+                z_hat = torch.full_like(obs.z_true, float("nan"))
+                status, fwd = [f"error: {type(exc).__name__}"] * config.trials, float("nan")
+    seconds = (time.perf_counter() - start) / config.trials
+    x_hat = gen(z_hat) if bool(torch.isfinite(z_hat).all()) else torch.full_like(obs.x_true, float("nan"))
+    lat = latent_error(z_hat, obs.z_true).numpy()
+    sig = relative_error(x_hat, obs.x_true).numpy()
+    ps = psnr(x_hat, obs.x_true).numpy()
+    cert = certify(gen, obs.z_true, mask=obs.mask) if config.certificate else None
+    out = []
+    for b in range(config.trials):
+        row = {
+            "config": config.key,
+            "variable": config.variable,
+            "value": value,
+            "method": method,
+            "trial": b,
+            "latent_error": float(lat[b]),
+            "signal_error": float(sig[b]),
+            "psnr": float(ps[b]),
+            "success": bool(lat[b] <= config.threshold),
+            "seconds": seconds,
+            "forward_passes": float(fwd),
+            "status": status[b],
+            "widths": "-".join(map(str, gen.widths)),
+        }
+        if cert is not None:
+            row |= {
+                "identifiable": bool(cert.identifiable[b]),
+                "paper_unique": str(cert.paper_unique[b]),
+                "lbp_guaranteed": bool(cert.lbp_guaranteed[b]),
+            }
+        out.append(row)
+    return out
+
+
+def _task_key(value: float, method: str) -> str:
+    return f"{value!r}|{method}"
+
+
+def run_sweep(
+    config: SweepConfig,
+    *,
+    progress: Callable[[float, str], Any] | None = None,
+    records_path: str | Path | None = None,
+    scheduler: Any = None,
+    n_workers: int | None = 1,
+) -> list[dict[str, Any]]:
+    """Run a sweep and return its records (also appended to ``records_path`` as JSON lines).
+
+    Parameters
+    ----------
+    config : SweepConfig
+    progress : callable, optional
+        ``progress(fraction, message)``; returning False stops after the tasks in flight, and the
+        records so far are returned (and kept in ``records_path`` for a resume).
+    records_path : path, optional
+        JSON-lines file; tasks already recorded there are skipped (resume).
+    scheduler : str or distributed.Client, optional
+        Run the tasks on a Dask cluster.
+    n_workers : int or None
+        Local processes; 1 runs inline (default), None uses up to 2.
+    """
+    if not isinstance(config, SweepConfig):
+        fail("config", "a SweepConfig", config)
+    done: dict[str, list[dict[str, Any]]] = {}
+    path = Path(records_path) if records_path is not None else None
+    if path is not None and path.exists():
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            if entry.get("config") == config.key:
+                done[entry["task"]] = entry["records"]
+    tasks = [(v, m) for v in config.values for m in config.methods if _task_key(v, m) not in done]
+    total = len(config.values) * len(config.methods)
+    cfg = config.to_dict()
+    finished = total - len(tasks)
+
+    def record(value, method, rows) -> bool:
+        nonlocal finished
+        done[_task_key(value, method)] = rows
+        finished += 1
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as handle:
+                entry = {"config": config.key, "task": _task_key(value, method), "records": rows}
+                handle.write(json.dumps(entry) + "\n")
+        if progress is not None:
+            return progress(finished / total, f"{config.variable}={value:g}, {method}") is not False
+        return True
+
+    if scheduler is not None:
+        _run_dask(scheduler, cfg, tasks, record)
+    elif n_workers == 1 or len(tasks) <= 1:
+        for value, method in tasks:
+            if not record(value, method, run_task(cfg, value, method)):
+                break
+    else:
+        _run_pool(n_workers or 2, cfg, tasks, record)
+    ordered = []
+    for v in config.values:
+        for m in config.methods:
+            ordered.extend(done.get(_task_key(v, m), []))
+    return ordered
+
+
+def _run_pool(n_workers: int, cfg, tasks, record) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(run_task, cfg, v, m): (v, m) for v, m in tasks}
+        for fut in as_completed(futures):
+            v, m = futures[fut]
+            if not record(v, m, fut.result()):
+                for other in futures:
+                    other.cancel()
+                break
+
+
+def _run_dask(scheduler: Any, cfg, tasks, record) -> None:
+    from distributed import Client, as_completed
+
+    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    try:
+        futures = [client.submit(run_task, cfg, v, m, pure=False) for v, m in tasks]
+        keys = {f.key: t for f, t in zip(futures, tasks)}
+        for fut in as_completed(futures):
+            v, m = keys[fut.key]
+            if not record(v, m, fut.result()):
+                client.cancel(futures)
+                break
+    finally:
+        if client is not scheduler:
+            client.close()
+
+
+# --------------------------------------------------------------------------- summaries and figures
+def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (value, method): trials, success rate, error quantiles, time; plus certificate rates."""
+    groups: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["value"], r["method"]), []).append(r)
+    out = []
+    for (value, method), rows in groups.items():
+        err = np.array([r["latent_error"] for r in rows], dtype=float)
+        row = {
+            "value": value,
+            "method": method,
+            "trials": len(rows),
+            "success_rate": float(np.mean([r["success"] for r in rows])),
+            "median_error": float(np.nanmedian(err)) if np.isfinite(err).any() else math.nan,
+            "q25_error": float(np.nanquantile(err, 0.25)) if np.isfinite(err).any() else math.nan,
+            "q75_error": float(np.nanquantile(err, 0.75)) if np.isfinite(err).any() else math.nan,
+            "seconds_per_signal": float(np.mean([r["seconds"] for r in rows])),
+        }
+        if "identifiable" in rows[0]:
+            row["identifiable_rate"] = float(np.mean([r["identifiable"] for r in rows]))
+            row["paper_unique_rate"] = float(np.mean([r["paper_unique"] == "holds" for r in rows]))
+            row["lbp_guaranteed_rate"] = float(np.mean([r["lbp_guaranteed"] for r in rows]))
+        out.append(row)
+    return sorted(out, key=lambda r: (r["method"], r["value"]))
+
+
+_LABELS = {
+    "noise_db": "SNR (dB; 1000 = clean)",
+    "missing": "fraction of pixels missing",
+    "box": "side of the hidden centre box (pixels)",
+    "expansion": "expansion ratio r (widths 20, 20r, 20r², 20r³)",
+}
+
+
+def figure(records: Sequence[dict[str, Any]], metric: str = "success_rate", *, title: str | None = None):
+    """A plotly line chart of ``metric`` ("success_rate" or "median_error") against the variable."""
+    import plotly.graph_objects as go
+
+    check_choice("metric", metric, ("success_rate", "median_error", "identifiable_rate"))
+    if not records:
+        raise InvalidValueError("The 'records' parameter must hold at least one record. Got none.")
+    summary = summarize(records)
+    variable = records[0]["variable"]
+    fig = go.Figure()
+    if metric == "identifiable_rate":
+        rows = [r for r in summary if r["method"] == summary[0]["method"] and "identifiable_rate" in r]
+        for key, name in (
+            ("identifiable_rate", "identifiable (exact rank)"),
+            ("paper_unique_rate", "paper's condition"),
+            ("lbp_guaranteed_rate", "LBP coherence guarantee"),
+        ):
+            fig.add_scatter(
+                x=[r["value"] for r in rows],
+                y=[r[key] for r in rows],
+                mode="lines+markers",
+                name=name,
+                line={"dash": "dot"},
+            )
+        for method in dict.fromkeys(r["method"] for r in summary):
+            rows = [r for r in summary if r["method"] == method]
+            fig.add_scatter(
+                x=[r["value"] for r in rows],
+                y=[r["success_rate"] for r in rows],
+                mode="lines+markers",
+                name=f"{method} success",
+            )
+    else:
+        for method in dict.fromkeys(r["method"] for r in summary):
+            rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["value"])
+            dash = "dash" if method == ORACLE else None
+            fig.add_scatter(
+                x=[r["value"] for r in rows],
+                y=[r[metric] for r in rows],
+                mode="lines+markers",
+                name=method,
+                line={"dash": dash},
+            )
+    fig.update_layout(
+        title=title,
+        xaxis_title=_LABELS[variable],
+        yaxis_title={
+            "success_rate": "success rate",
+            "median_error": "median relative latent error",
+            "identifiable_rate": "fraction of samples",
+        }[metric],
+        template="plotly_white",
+        legend_title="method",
+    )
+    if metric == "median_error":
+        fig.update_yaxes(type="log")
+    if variable == "noise_db":
+        fig.update_xaxes(autorange="reversed")
+    return fig
+
+
+def write_results(records: Sequence[dict[str, Any]], config: SweepConfig, out_dir: str | Path, name: str) -> dict:
+    """Write ``name.csv``, ``name.json`` (config, versions, summary, records) and ``name.html``."""
+    import csv
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / f"{name}.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    payload = {"config": config.to_dict(), "key": config.key, "versions": versions(), "summary": summarize(records)}
+    (out / f"{name}.json").write_text(json.dumps(payload | {"records": list(records)}, indent=1) + "\n")
+    metric = (
+        "identifiable_rate"
+        if config.certificate
+        else ("median_error" if config.variable == "noise_db" else "success_rate")
+    )
+    figure(records, metric, title=name).write_html(out / f"{name}.html", include_plotlyjs="cdn")
+    return payload
+
+
+PRESETS: dict[str, SweepConfig] = {
+    "expansion": SweepConfig(
+        generator="random:20-40-80-160:seed=0",
+        variable="expansion",
+        values=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
+        methods=("gd", "lbp", "latent-pursuit", "hybrid"),
+        trials=30,
+    ),
+    "noise": SweepConfig(
+        generator="random:20-128-392-784",
+        variable="noise_db",
+        values=(CLEAN_DB, 40.0, 30.0, 20.0, 15.0, 10.0),
+        methods=("gd", "lbp", "latent-pursuit", "hybrid", ORACLE),
+        trials=20,
+    ),
+    "missing-random": SweepConfig(
+        generator="random:20-128-392-784",
+        variable="missing",
+        values=(0.0, 0.2, 0.4, 0.6, 0.7, 0.8),
+        methods=("gd", "lbp", "latent-pursuit", "hybrid"),
+        trials=20,
+    ),
+    "missing-mnist": SweepConfig(
+        generator="mnist",
+        variable="missing",
+        values=(0.0, 0.2, 0.4, 0.6),
+        methods=("gd", "latent-pursuit", "hybrid"),
+        trials=20,
+    ),
+    "box-mnist": SweepConfig(
+        generator="mnist",
+        variable="box",
+        values=(0.0, 6.0, 10.0, 14.0),
+        methods=("gd", "latent-pursuit", "hybrid"),
+        trials=20,
+    ),
+    "certificate": SweepConfig(
+        generator="random:20-40-80-160:seed=0",
+        variable="expansion",
+        values=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
+        methods=("latent-pursuit", "gd"),
+        trials=30,
+        certificate=True,
+    ),
+}
