@@ -1,0 +1,109 @@
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import geninv
+from geninv.experiments import PRESETS, SweepConfig, figure, run_methods, run_sweep, summarize, write_results
+
+TINY = SweepConfig(
+    generator="random:4-16-48",
+    variable="missing",
+    values=(0.0, 0.5),
+    methods=("gd", "latent-pursuit"),
+    trials=3,
+    method_options={"gd": {"n_iter": 300, "restarts": 1}},
+)
+COLUMNS = {
+    "variable",
+    "value",
+    "method",
+    "trial",
+    "latent_error",
+    "signal_error",
+    "psnr",
+    "success",
+    "seconds",
+    "status",
+}
+
+
+def _strip(records):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "forward_passes")} for r in records]
+
+
+def test_records_columns_counts_and_ranges():
+    records = run_sweep(TINY)
+    assert len(records) == 2 * 2 * 3
+    assert COLUMNS <= set(records[0])
+    assert all(r["latent_error"] >= 0 and r["seconds"] >= 0 for r in records)
+    lp = [r for r in records if r["method"] == "latent-pursuit"]
+    assert all(r["success"] for r in lp)  # exact on this expansive generator
+    summary = summarize(records)
+    assert {(s["value"], s["method"]) for s in summary} == {(v, m) for v in TINY.values for m in TINY.methods}
+    fig = figure(records)
+    assert {t.name for t in fig.data} == set(TINY.methods)
+    assert list(fig.data[0].x) == [0.0, 0.5]
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_runs_at_tiny_size(name, tmp_path):
+    preset = PRESETS[name]
+    values = preset.values[:2]
+    methods = tuple(m for m in preset.methods if m not in ("gd", "lbp"))[:2] or preset.methods[:1]
+    config = dataclasses.replace(preset, trials=2, values=values, methods=methods)
+    records = run_sweep(config)
+    assert len(records) == 2 * len(values) * len(methods)
+    assert all(0 <= r["latent_error"] or np.isnan(r["latent_error"]) for r in records)
+    if config.certificate:
+        assert {"identifiable", "paper_unique", "lbp_guaranteed"} <= set(records[0])
+    payload = write_results(records, config, tmp_path, name)
+    assert (tmp_path / f"{name}.csv").exists() and (tmp_path / f"{name}.html").exists()
+    assert json.loads((tmp_path / f"{name}.json").read_text())["key"] == payload["key"]
+
+
+def test_resume_after_interruption(tmp_path):
+    path = tmp_path / "rec.jsonl"
+    calls = []
+
+    def stop_after_two(frac, msg):
+        calls.append(msg)
+        return len(calls) < 2
+
+    partial = run_sweep(TINY, progress=stop_after_two, records_path=path)
+    assert len(partial) == 2 * 3  # two tasks of three signals
+    seen = []
+    full = run_sweep(TINY, progress=lambda f, m: seen.append(m), records_path=path)
+    assert len(seen) == 2  # only the two missing tasks ran
+    assert _strip(full) == _strip(run_sweep(TINY))
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_matches_local_run():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        with distributed.Client(cluster) as client:
+            remote = run_sweep(TINY, scheduler=client)
+    assert _strip(remote) == _strip(run_sweep(TINY))
+
+
+def test_bad_sweep_configs():
+    with pytest.raises(geninv.InvalidValueError, match="'variable'"):
+        SweepConfig(variable="temperature")
+    with pytest.raises(geninv.InvalidValueError, match="'methods'.*'magic'"):
+        SweepConfig(methods=("magic",))
+    with pytest.raises(geninv.ModelFormatError, match="Unknown generator spec"):
+        SweepConfig(generator="resnet")
+    with pytest.raises(geninv.InvalidValueError, match="'values'"):
+        SweepConfig(values=(1.5,))
+
+
+def test_run_methods_keeps_failures_apart():
+    G = geninv.Generator.random([4, 16, 48], seed=0, output="sigmoid")
+    obs = geninv.observe(G, G.sample_latent(2, seed=0), operator=geninv.GaussianMatrix(30, 48))
+    out = run_methods(G, obs, ["latent-pursuit", "gd"], options={"gd": {"n_iter": 50}})
+    assert isinstance(out["latent-pursuit"], geninv.UnsupportedError)
+    assert out["gd"].z_hat.shape == (2, 4)
