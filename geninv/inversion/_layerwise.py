@@ -221,7 +221,7 @@ _FORWARD_CACHE: dict[tuple, float] = {}
 
 
 def forward_seconds(generator: Generator, batch: int) -> float:
-    """Wall time of one forward pass of the whole batch (best of 3), cached per shape.
+    """Wall time of one forward pass of the whole batch (best of 10), cached per shape.
 
     Costs are reported as wall time divided by this: forward-pass equivalents per signal.
     """
@@ -230,7 +230,8 @@ def forward_seconds(generator: Generator, batch: int) -> float:
         z = torch.zeros(batch, generator.latent_dim, dtype=generator.dtype, device=generator.device)
         best = math.inf
         with torch.no_grad():
-            for _ in range(3):
+            generator(z)  # warm-up
+            for _ in range(10):
                 t0 = time.perf_counter()
                 generator(z)
                 best = min(best, time.perf_counter() - t0)
