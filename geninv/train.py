@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,7 @@ def train_mnist(
     batch_size: int = 128,
     lr: float = 1e-3,
     smoothing: float = 0.01,
+    beta: float = 1.0,
     seed: int = 0,
     log=print,
 ):
@@ -104,6 +106,9 @@ def train_mnist(
         Targets are squeezed into ``[smoothing, 1 - smoothing]``. Without it the decoder drives the
         background logits to -inf: those pixels saturate (``y`` within 1e-6 of 0) and carry only an
         inequality, which leaves too few equations for the last hidden layer once pixels are masked.
+    beta : float
+        Weight of the KL term; above 1 the posterior fills the prior better, so that decoded
+        z ~ N(0, I) look more like digits (and less like the training set).
     seed : int
         Seeds the initialisation, the shuffling and the reparametrisation noise (the global torch
         generator is left untouched).
@@ -135,7 +140,7 @@ def train_mnist(
             logits, mu, logvar = model(xb, rng)
             rec = nn.functional.binary_cross_entropy_with_logits(logits, targets_all[idx], reduction="sum")
             kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-            loss = (rec + kl) / xb.shape[0]
+            loss = (rec + beta * kl) / xb.shape[0]
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -158,12 +163,29 @@ def train_mnist(
         "batch_size": batch_size,
         "lr": lr,
         "smoothing": smoothing,
+        "beta": beta,
         "seed": seed,
         "final_loss": round(loss_value, 3),
         "train_seconds": round(time.perf_counter() - start, 1),
         "samples": int(x_all.shape[0]),
     }
     return gen, info
+
+
+def save_sample_grid(generator, path: str | Path, *, n: int = 64, seed: int = 0, scale: int = 2) -> Path:
+    """Write ``n`` samples ``G(z)``, z ~ N(0, I) from ``seed``, as a square grid PNG (white ink on black)."""
+    from PIL import Image
+
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"The 'n' parameter must be a perfect square. Got {n!r} instead.")
+    images = generator.generate(generator.sample_latent(n, seed=seed)).reshape(side, side, 28, 28)
+    grid = images.permute(0, 2, 1, 3).reshape(side * 28, side * 28).clamp(0, 1)
+    pixels = (grid.double().cpu().numpy() * 255).round().astype(np.uint8)
+    image = Image.fromarray(pixels, mode="L").resize((side * 28 * scale,) * 2, Image.NEAREST)
+    path = Path(path)
+    image.save(path)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=150, help="training epochs (default 150)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--smoothing", type=float, default=0.01, help="squeeze targets into [s, 1-s] (default 0.01)")
+    parser.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default 1)")
     parser.add_argument(
         "--widths", default="20,128,392,784", help="decoder widths, latent first (default 20,128,392,784)"
     )
@@ -188,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         widths=widths,
         epochs=args.epochs,
         smoothing=args.smoothing,
+        beta=args.beta,
         seed=args.seed,
         log=lambda m: print(m, file=sys.stderr),
     )
@@ -197,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     save_generator(gen, out / "mnist")
     (out / "mnist_training.json").write_text(json.dumps(info, indent=2) + "\n")
+    save_sample_grid(gen, out / "samples.png")
     print(f"saved {out / 'mnist.safetensors'} ({info})")
     return 0
 
