@@ -1,6 +1,6 @@
 """Train the shipped MNIST generator: the decoder of a small fully connected VAE.
 
-    python -m geninv.train mnist --data ../shared/data/mnist --out geninv/assets --seed 0
+    python -m geninv.train mnist --data ../shared/data/mnist --out geninv/assets --seed 0 --epochs 100
 
 The decoder is ``20 -> 128 -> 392 -> 784`` with relu hidden units, biases and a sigmoid output;
 the encoder is thrown away. MNIST (Y. LeCun, C. Cortes, C. Burges) is CC BY-SA 3.0.
@@ -84,11 +84,11 @@ def train_mnist(
     data_dir: str | Path,
     *,
     widths: tuple[int, ...] = DEFAULT_WIDTHS,
-    epochs: int = 150,
+    epochs: int = 100,
     batch_size: int = 128,
     lr: float = 1e-3,
     smoothing: float = 0.01,
-    beta: float = 1.0,
+    beta: float = 2.0,
     seed: int = 0,
     log=print,
 ):
@@ -193,14 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=["mnist"], help="which generator to train")
     parser.add_argument("--data", default="../shared/data/mnist", help="folder with the MNIST idx files")
     parser.add_argument("--out", default="geninv/assets", help="output folder for mnist.safetensors/.json")
-    parser.add_argument("--epochs", type=int, default=150, help="training epochs (default 150)")
+    parser.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--smoothing", type=float, default=0.01, help="squeeze targets into [s, 1-s] (default 0.01)")
-    parser.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (default 1)")
+    parser.add_argument("--beta", type=float, default=2.0, help="weight of the KL term (default 2)")
     parser.add_argument(
         "--widths", default="20,128,392,784", help="decoder widths, latent first (default 20,128,392,784)"
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from geninv.io import save_generator
