@@ -1,7 +1,21 @@
 """Saving and loading generators in safe formats: safetensors weights + an architecture JSON.
 
-Nothing here unpickles arbitrary objects. A generator ``path`` is stored as two files,
-``path.safetensors`` (tensors ``weight_0``, ``bias_0``, ...) and ``path.json`` (the architecture).
+File format (version 1). A generator saved at ``path`` is two files side by side:
+
+``path.json``
+    ``{"format": "geninv-generator", "version": 1, "name": str, "widths": [n_0, ..., n_L],
+    "bias": [bool per layer], "hidden": {"name": "relu" | "leaky_relu", "negative_slope": float},
+    "output": {"name": "identity" | "tanh" | "sigmoid" | "relu"}, "dtype": "float32" | ...}``
+``path.safetensors``
+    tensors ``weight_i`` of shape ``(n_{i+1}, n_i)`` and ``bias_i`` of shape ``(n_{i+1},)`` for the
+    layers whose ``bias`` entry is true; nothing else.
+
+Loading is safe: files above :data:`MAX_FILE_BYTES` are refused before they are read, the
+safetensors header is parsed by the safetensors library (never by pickle), the architecture is
+validated (widths chain, activation names, expected tensor names, shapes, floating dtypes, finite
+values) before a :class:`~geninv.generator.Generator` is built, and any failure raises
+:class:`~geninv.errors.ModelFormatError` without leaving a half-built object behind. Torch checkpoints
+are read only by :func:`from_state_dict`, and only with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -51,7 +65,17 @@ def save_generator(generator: Generator, path: str | PathLike[str]) -> tuple[Pat
 
 def _check_spec(spec: Any) -> dict[str, Any]:
     if not isinstance(spec, dict):
-        raise ModelFormatError("The architecture JSON must be an object with 'widths', 'hidden' and 'output'.")
+        raise ModelFormatError(
+            f"The architecture JSON must be an object with 'widths', 'hidden' and 'output'. Got {type(spec).__name__}."
+        )
+    fmt, version = spec.get("format", "geninv-generator"), spec.get("version", FORMAT_VERSION)
+    if fmt != "geninv-generator":
+        raise ModelFormatError(f"'format' must be 'geninv-generator'. Got {fmt!r}.")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise ModelFormatError(
+            f"'version' must be an integer from 1 to {FORMAT_VERSION} (this geninv reads format "
+            f"{FORMAT_VERSION}). Got {version!r}."
+        )
     widths = spec.get("widths")
     if (
         not isinstance(widths, list)
@@ -115,7 +139,7 @@ def _build(spec: dict[str, Any], tensors: dict[str, torch.Tensor], dtype: torch.
         if not bool(torch.isfinite(t).all()):
             raise ModelFormatError(f"'{key}' contains NaN or inf values.")
     (hidden, slope), (output, _) = checked["acts"]["hidden"], checked["acts"]["output"]
-    return Generator(
+    return _generator_or_format_error(
         weights,
         biases,
         hidden=hidden,
@@ -124,6 +148,21 @@ def _build(spec: dict[str, Any], tensors: dict[str, torch.Tensor], dtype: torch.
         name=checked["name"],
         dtype=dtype or _DTYPES[checked["dtype"]],
     )
+
+
+def _generator_or_format_error(*args: Any, **kwargs: Any) -> Generator:
+    """Build a Generator; its validation errors become ModelFormatError (same message)."""
+    try:
+        return Generator(*args, **kwargs)
+    except ValueError as exc:
+        if isinstance(exc, ModelFormatError):
+            raise
+        raise ModelFormatError(str(exc)) from None
+
+
+def _looks_like_pickle(blob: bytes) -> bool:
+    """Pickle protocol 2+ starts with 0x80; ``torch.save`` archives are zip files (``PK``)."""
+    return blob[:1] == b"\x80" or blob[:2] == b"PK"
 
 
 def load_generator_bytes(arch_json: bytes, weights: bytes, *, dtype: torch.dtype | None = None) -> Generator:
@@ -141,19 +180,23 @@ def load_generator_bytes(arch_json: bytes, weights: bytes, *, dtype: torch.dtype
             raise ModelFormatError(f"The {label} must be bytes. Got {type(blob).__name__}.")
         if len(blob) > MAX_FILE_BYTES:
             raise ModelFormatError(f"The {label} is {len(blob)} bytes; the limit is {MAX_FILE_BYTES}.")
-    if weights[:2] == b"\x80\x02" or weights[:1] == b"\x80" or weights[:2] == b"PK":
-        raise ModelFormatError(
-            "The weights file looks like a pickle / torch.save archive; geninv only reads safetensors "
-            "(convert with geninv.io.from_state_dict and save_generator)."
-        )
     try:
         spec = json.loads(bytes(arch_json).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"The architecture file is not valid JSON: {exc}.") from None
+    weights = bytes(weights)
     try:
-        tensors = load(bytes(weights))
-    except Exception as exc:  # safetensors raises its own SafetensorsError (no stable import path)
-        raise ModelFormatError(f"The weights file is not a valid safetensors file ({exc}).") from None
+        # The safetensors library parses the header; a pickle is never handed to an unpickler.
+        tensors = load(weights)
+    except Exception as exc:  # safetensors raises its own SafetensorError (no stable import path)
+        if _looks_like_pickle(weights):
+            raise ModelFormatError(
+                "The weights file looks like a pickle / torch.save archive, which geninv never unpickles; "
+                "it reads safetensors only (convert with geninv.io.from_state_dict, then save_generator)."
+            ) from None
+        raise ModelFormatError(
+            f"The weights file is not a valid safetensors file (truncated or corrupt: {exc})."
+        ) from None
     return _build(spec, tensors, dtype)
 
 
@@ -165,6 +208,26 @@ def load_generator(
 ) -> Generator:
     """Load a shipped generator by name (``"mnist"``), a saved ``path``, or a (json, safetensors) pair.
 
+    Parameters
+    ----------
+    source : str, path or tuple
+        ``"mnist"`` (shipped in ``geninv/assets``, found through :mod:`importlib.resources`); a path
+        ``p`` (reads ``p.json`` and ``p.safetensors``; a suffix on ``p`` is ignored); a pair of paths
+        ``(json_path, safetensors_path)``; or a pair of ``bytes`` (uploaded files, as
+        :func:`load_generator_bytes`).
+    dtype : torch.dtype, optional
+        Cast the weights (default: the dtype stored in the architecture JSON).
+    device : torch.device or str, optional
+
+    Returns
+    -------
+    Generator
+
+    Raises
+    ------
+    ModelFormatError
+        Missing, oversized, malformed, pickled or inconsistent files.
+
     Examples
     --------
     >>> G = load_generator("mnist")
@@ -172,6 +235,11 @@ def load_generator(
     (20, 128, 392, 784)
     """
     if isinstance(source, tuple):
+        if len(source) != 2:
+            raise ModelFormatError(f"A source pair must be (architecture JSON, safetensors). Got {len(source)} items.")
+        if all(isinstance(part, bytes | bytearray) for part in source):
+            gen = load_generator_bytes(bytes(source[0]), bytes(source[1]), dtype=dtype)
+            return gen.to(device) if device is not None else gen
         json_path, weights_path = Path(source[0]), Path(source[1])
     elif isinstance(source, str) and source in SHIPPED:
         base = resources.files("geninv") / "assets"
@@ -183,60 +251,123 @@ def load_generator(
         json_path, weights_path = _paths(source)
     for p in (json_path, weights_path):
         if not p.is_file():
-            raise ModelFormatError(f"No such generator file: {p} (expected {json_path.name} and {weights_path.name}).")
+            raise ModelFormatError(
+                f"No such generator file: {p} (expected {json_path.name} and {weights_path.name}; "
+                f"shipped generators: {', '.join(SHIPPED)})."
+            )
         if p.stat().st_size > MAX_FILE_BYTES:
             raise ModelFormatError(f"{p} is {p.stat().st_size} bytes; the limit is {MAX_FILE_BYTES}.")
     gen = load_generator_bytes(json_path.read_bytes(), weights_path.read_bytes(), dtype=dtype)
     return gen.to(device) if device is not None else gen
 
 
-_ACT_MODULES = {nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Identity: None}
+_ACT_MODULES = {nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+
+
+def _flatten(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
+    out = []
+    for child_name, child in module.named_children():
+        full = f"{prefix}{child_name}"
+        out += _flatten(child, full + ".") if isinstance(child, nn.Sequential) else [(full, child)]
+    return out
 
 
 def from_sequential(module: nn.Sequential, *, name: str | None = None) -> Generator:
-    """Convert ``Linear / ReLU / LeakyReLU / Tanh / Sigmoid`` stacks into a :class:`Generator`.
+    """Convert a ``Linear / ReLU / LeakyReLU / Tanh / Sigmoid / Identity`` stack into a :class:`Generator`.
 
-    Hidden layers must share one activation (relu or leaky-relu); the last Linear may be followed by
-    an output activation or nothing (identity).
+    Hidden layers must share one activation (relu, or leaky-relu with one slope); the last Linear may be
+    followed by an output activation (identity, tanh, sigmoid or relu) or nothing. Nested
+    ``nn.Sequential`` blocks are flattened and ``nn.Identity`` is skipped. The result computes the
+    module's own forward (in the module's dtype).
+
+    Raises
+    ------
+    ModelFormatError
+        Any other module (named by its position), an activation that does not follow a Linear, or
+        mixed hidden activations.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> G = from_sequential(nn.Sequential(nn.Linear(4, 12), nn.ReLU(), nn.Linear(12, 30), nn.Sigmoid()))
+    >>> G.widths, G.output_activation.name
+    ((4, 12, 30), 'sigmoid')
     """
     if not isinstance(module, nn.Sequential):
         raise ModelFormatError(f"from_sequential expects an nn.Sequential. Got {type(module).__name__}.")
     linears: list[nn.Linear] = []
-    acts: list[str | None] = []
-    slope = 0.2
-    for child in module:
-        if isinstance(child, nn.Linear):
+    acts: list[str] = []
+    slopes: set[float] = set()
+    for child_name, child in _flatten(module, ""):
+        if isinstance(child, nn.Identity):
+            continue
+        if type(child) is nn.Linear:
             if len(acts) < len(linears):
                 acts.append("identity")
             linears.append(child)
         elif type(child) in _ACT_MODULES:
-            act = _ACT_MODULES[type(child)]
-            if act is None:
-                continue
-            if len(acts) != len(linears) - 1 or not linears:
-                raise ModelFormatError(f"Activation {child!r} must follow a Linear layer.")
+            if len(acts) != len(linears) - 1:
+                where = "the first Linear" if not linears else "another activation"
+                raise ModelFormatError(
+                    f"Module '{child_name}' ({type(child).__name__}) must directly follow a Linear layer; "
+                    f"it follows {where}."
+                )
             if isinstance(child, nn.LeakyReLU):
-                slope = float(child.negative_slope)
-            acts.append(act)
+                slopes.add(float(child.negative_slope))
+            acts.append(_ACT_MODULES[type(child)])
         else:
             raise ModelFormatError(
-                f"Unsupported module {type(child).__name__}: only Linear, ReLU, LeakyReLU, Tanh, Sigmoid, Identity."
+                f"Unsupported module '{child_name}' ({type(child).__name__}): only Linear, ReLU, LeakyReLU, "
+                "Tanh, Sigmoid and Identity can be converted."
             )
     if not linears:
         raise ModelFormatError("The nn.Sequential has no Linear layer.")
     if len(acts) < len(linears):
         acts.append("identity")
-    hidden = set(acts[:-1])
-    if len(hidden) > 1 or (hidden and hidden.pop() not in HIDDEN_ACTIVATIONS):
-        raise ModelFormatError(f"Hidden activations must all be relu or all leaky-relu. Got {acts[:-1]}.")
-    return Generator(
+    hidden = sorted(set(acts[:-1]))
+    if len(hidden) > 1 or (hidden and hidden[0] not in HIDDEN_ACTIVATIONS):
+        raise ModelFormatError(
+            f"Hidden activations must all be relu or all leaky-relu (a Linear without an activation is not "
+            f"allowed between layers). Got {acts[:-1]}."
+        )
+    if len(slopes) > 1:
+        raise ModelFormatError(f"All LeakyReLU modules must share one negative_slope. Got {sorted(slopes)}.")
+    if acts[-1] == "leaky_relu":
+        raise ModelFormatError(
+            "The output activation must be identity, tanh, sigmoid or relu. Got LeakyReLU after the last Linear."
+        )
+    return _generator_or_format_error(
         [m.weight.detach() for m in linears],
         [None if m.bias is None else m.bias.detach() for m in linears],
-        hidden=acts[0] if len(acts) > 1 else "relu",
+        hidden=hidden[0] if hidden else "relu",
         output=acts[-1],
-        negative_slope=slope,
+        negative_slope=slopes.pop() if slopes else 0.2,
         name=name or "sequential",
     )
+
+
+def _read_state_dict(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelFormatError(f"No such state-dict file: {path}.")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ModelFormatError(f"{path} is {size} bytes; the limit is {MAX_FILE_BYTES}.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load
+
+        try:
+            return load(path.read_bytes())
+        except Exception as exc:  # SafetensorError
+            raise ModelFormatError(f"{path} is not a valid safetensors file ({exc}).") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError / RuntimeError variants
+        raise ModelFormatError(
+            f"Could not read {path} as a weights-only torch file (arbitrary pickled objects are refused): {exc}"
+        ) from None
+    if not isinstance(state, dict):
+        raise ModelFormatError(f"{path} does not hold a state dict (a dict of tensors). Got {type(state).__name__}.")
+    return state
 
 
 def from_state_dict(
@@ -248,33 +379,61 @@ def from_state_dict(
     negative_slope: float = 0.2,
     name: str | None = None,
 ) -> Generator:
-    """Build a generator from the weight entries ``keys`` of a state dict (biases: the ``.bias`` twins).
+    """Build a generator from the weight entries ``keys`` of a state dict.
 
-    A path is read with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
+    Parameters
+    ----------
+    state_dict : dict of str to Tensor, or path
+        A path is read with ``torch.load(weights_only=True)`` (which refuses arbitrary pickled objects),
+        or with the safetensors library when it ends in ``.safetensors``.
+    keys : list of str
+        Weight entries in forward order, e.g. ``["fc3.weight", "fc4.weight"]``. Each layer's bias is its
+        ``.bias`` twin when present (bias-free layers simply have none).
+    hidden, output, negative_slope, name
+        As for :class:`~geninv.generator.Generator`.
+
+    Raises
+    ------
+    ModelFormatError
+        Unreadable file, missing key, non-floating or non-finite tensor, shapes that do not chain.
+
+    Examples
+    --------
+    >>> sd = {"fc1.weight": torch.randn(12, 4), "fc2.weight": torch.randn(30, 12), "fc2.bias": torch.zeros(30)}
+    >>> G = from_state_dict(sd, ["fc1.weight", "fc2.weight"])
+    >>> G.widths, [G.bias(i) is not None for i in range(2)]
+    ((4, 12, 30), [False, True])
     """
     if not isinstance(state_dict, dict):
-        path = Path(state_dict)
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ModelFormatError(f"{path} is {path.stat().st_size} bytes; the limit is {MAX_FILE_BYTES}.")
-        try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises UnpicklingError / RuntimeError variants
-            raise ModelFormatError(f"Could not read {path} as a weights-only torch file: {exc}") from None
-        if not isinstance(state_dict, dict):
-            raise ModelFormatError(f"{path} does not hold a state dict.")
-    if not keys:
-        raise ModelFormatError("'keys' must name at least one weight entry, e.g. ['fc3.weight', 'fc4.weight'].")
+        state_dict = _read_state_dict(Path(state_dict))
+    if isinstance(keys, str) or not isinstance(keys, list | tuple) or not keys:
+        raise ModelFormatError(
+            f"'keys' must be a non-empty list of weight names, e.g. ['fc3.weight', 'fc4.weight']. Got {keys!r}."
+        )
     weights, biases = [], []
     for key in keys:
         if key not in state_dict:
-            raise ModelFormatError(f"Key {key!r} is not in the state dict (it has {sorted(state_dict)[:10]}...).")
-        weights.append(state_dict[key])
+            known = sorted(map(str, state_dict))
+            shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+            raise ModelFormatError(f"Key {key!r} is not in the state dict (it has: {shown}).")
         bias_key = key.removesuffix("weight") + "bias" if key.endswith("weight") else None
+        for label in (key, bias_key):
+            if label is None or label not in state_dict:
+                continue
+            t = state_dict[label]
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                raise ModelFormatError(f"{label!r} must be a floating-point tensor. Got {_describe(t)}.")
+            if not bool(torch.isfinite(t).all()):
+                raise ModelFormatError(f"{label!r} contains NaN or inf values.")
+        weights.append(state_dict[key])
         biases.append(state_dict.get(bias_key) if bias_key else None)
-    for key, w in zip(keys, weights):
-        if not isinstance(w, torch.Tensor) or not w.is_floating_point() or not bool(torch.isfinite(w).all()):
-            raise ModelFormatError(f"{key!r} must be a finite floating-point tensor.")
-    return Generator(weights, biases, hidden=hidden, output=output, negative_slope=negative_slope, name=name)
+    return _generator_or_format_error(
+        weights, biases, hidden=hidden, output=output, negative_slope=negative_slope, name=name
+    )
+
+
+def _describe(t: Any) -> str:
+    return f"a tensor of dtype {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
 
 
 def file_size_ok(n_bytes: int) -> bool:

@@ -1,6 +1,6 @@
 """Train the shipped MNIST generator: the decoder of a small fully connected VAE.
 
-    python -m geninv.train mnist --data ../shared/data/mnist --out geninv/assets --seed 0
+    python -m geninv.train mnist --data ../shared/data/mnist --out geninv/assets --seed 0 --epochs 100
 
 The decoder is ``20 -> 128 -> 392 -> 784`` with relu hidden units, biases and a sigmoid output;
 the encoder is thrown away. MNIST (Y. LeCun, C. Cortes, C. Burges) is CC BY-SA 3.0.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -83,20 +84,49 @@ def train_mnist(
     data_dir: str | Path,
     *,
     widths: tuple[int, ...] = DEFAULT_WIDTHS,
-    epochs: int = 150,
+    epochs: int = 100,
     batch_size: int = 128,
     lr: float = 1e-3,
+    smoothing: float = 0.01,
+    beta: float = 2.0,
     seed: int = 0,
     log=print,
 ):
-    """Train the VAE and return ``(Generator, info)`` with the decoder as a geninv Generator."""
+    """Train the VAE and return ``(Generator, info)`` with the decoder as a geninv Generator.
+
+    Parameters
+    ----------
+    data_dir : path
+        Folder with the MNIST idx files.
+    widths : tuple of int
+        Decoder widths, latent first.
+    epochs, batch_size, lr : int, int, float
+        Adam with a cosine learning-rate schedule.
+    smoothing : float
+        Targets are squeezed into ``[smoothing, 1 - smoothing]``. Without it the decoder drives the
+        background logits to -inf: those pixels saturate (``y`` within 1e-6 of 0) and carry only an
+        inequality, which leaves too few equations for the last hidden layer once pixels are masked.
+    beta : float
+        Weight of the KL term; above 1 the posterior fills the prior better, so that decoded
+        z ~ N(0, I) look more like digits (and less like the training set).
+    seed : int
+        Seeds the initialisation, the shuffling and the reparametrisation noise (the global torch
+        generator is left untouched).
+    log : callable
+        Receives one progress line per epoch.
+    """
     from geninv.generator import Generator
 
-    torch.manual_seed(seed)  # nn.Linear's default init draws from the global generator
+    if not 0.0 <= smoothing < 0.5:
+        raise ValueError(f"The 'smoothing' parameter must be in [0, 0.5). Got {smoothing!r} instead.")
     rng = torch.Generator().manual_seed(seed)
     images, _ = load_mnist(data_dir)
     x_all = torch.from_numpy(images)
-    model = _VAE(tuple(widths))
+    targets_all = smoothing + (1.0 - 2.0 * smoothing) * x_all
+    # nn.Linear initialises from the global generator: fork it so that seeding stays local.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _VAE(tuple(widths))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     start = time.perf_counter()
@@ -105,11 +135,12 @@ def train_mnist(
         perm = torch.randperm(x_all.shape[0], generator=rng)
         total = 0.0
         for i in range(0, x_all.shape[0], batch_size):
-            xb = x_all[perm[i : i + batch_size]]
+            idx = perm[i : i + batch_size]
+            xb = x_all[idx]
             logits, mu, logvar = model(xb, rng)
-            rec = nn.functional.binary_cross_entropy_with_logits(logits, xb, reduction="sum")
+            rec = nn.functional.binary_cross_entropy_with_logits(logits, targets_all[idx], reduction="sum")
             kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-            loss = (rec + kl) / xb.shape[0]
+            loss = (rec + beta * kl) / xb.shape[0]
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -127,9 +158,12 @@ def train_mnist(
         dtype=torch.float32,
     )
     info = {
+        "widths": list(widths),
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
+        "smoothing": smoothing,
+        "beta": beta,
         "seed": seed,
         "final_loss": round(loss_value, 3),
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -138,23 +172,56 @@ def train_mnist(
     return gen, info
 
 
+def save_sample_grid(generator, path: str | Path, *, n: int = 64, seed: int = 0, scale: int = 2) -> Path:
+    """Write ``n`` samples ``G(z)``, z ~ N(0, I) from ``seed``, as a square grid PNG (white ink on black)."""
+    from PIL import Image
+
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"The 'n' parameter must be a perfect square. Got {n!r} instead.")
+    images = generator.generate(generator.sample_latent(n, seed=seed)).reshape(side, side, 28, 28)
+    grid = images.permute(0, 2, 1, 3).reshape(side * 28, side * 28).clamp(0, 1)
+    pixels = (grid.double().cpu().numpy() * 255).round().astype(np.uint8)
+    image = Image.fromarray(pixels, mode="L").resize((side * 28 * scale,) * 2, Image.NEAREST)
+    path = Path(path)
+    image.save(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geninv train", description="Train the shipped generators.")
     parser.add_argument("what", choices=["mnist"], help="which generator to train")
     parser.add_argument("--data", default="../shared/data/mnist", help="folder with the MNIST idx files")
     parser.add_argument("--out", default="geninv/assets", help="output folder for mnist.safetensors/.json")
-    parser.add_argument("--epochs", type=int, default=150, help="training epochs (default 150)")
+    parser.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--smoothing", type=float, default=0.01, help="squeeze targets into [s, 1-s] (default 0.01)")
+    parser.add_argument("--beta", type=float, default=2.0, help="weight of the KL term (default 2)")
+    parser.add_argument(
+        "--widths", default="20,128,392,784", help="decoder widths, latent first (default 20,128,392,784)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from geninv.io import save_generator
 
-    gen, info = train_mnist(args.data, epochs=args.epochs, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    widths = tuple(int(w) for w in args.widths.split(","))
+    gen, info = train_mnist(
+        args.data,
+        widths=widths,
+        epochs=args.epochs,
+        smoothing=args.smoothing,
+        beta=args.beta,
+        seed=args.seed,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    info["command"] = "python -m geninv.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    info["torch"] = torch.__version__
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_generator(gen, out / "mnist")
     (out / "mnist_training.json").write_text(json.dumps(info, indent=2) + "\n")
+    save_sample_grid(gen, out / "samples.png")
     print(f"saved {out / 'mnist.safetensors'} ({info})")
     return 0
 
