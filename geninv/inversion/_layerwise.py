@@ -147,8 +147,11 @@ def sweep(
         if layer < generator.n_layers - 1:
             problem = hidden_problem(generator, layer, estimates[layer + 1], noise)
         xs, oks, names = [], [], set()
-        for lo in range(0, obs.batch_size, CHUNK):
-            sub = _slice(problem, slice(lo, lo + CHUNK))
+        # Rows shared by the whole batch (a fixed mask) are factorised once: no chunking then.
+        shared = bool((problem.rows == problem.rows[:1]).all()) and problem.row_weights is None
+        chunk = obs.batch_size if shared else CHUNK
+        for lo in range(0, obs.batch_size, chunk):
+            sub = _slice(problem, slice(lo, lo + chunk))
             x, name, ok = solve(sub)
             xs.append(x)
             oks.append(ok)
