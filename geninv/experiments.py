@@ -271,15 +271,8 @@ def run_sweep(
     """
     if not isinstance(config, SweepConfig):
         fail("config", "a SweepConfig", config)
-    done: dict[str, list[dict[str, Any]]] = {}
     path = Path(records_path) if records_path is not None else None
-    if path is not None and path.exists():
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            entry = json.loads(line)
-            if entry.get("config") == config.key:
-                done[entry["task"]] = entry["records"]
+    done = _read_tasks(config, path)
     tasks = [(v, m) for v in config.values for m in config.methods if _task_key(v, m) not in done]
     total = len(config.values) * len(config.methods)
     cfg = config.to_dict()
@@ -311,6 +304,24 @@ def run_sweep(
         for m in config.methods:
             ordered.extend(done.get(_task_key(v, m), []))
     return ordered
+
+
+def _read_tasks(config: SweepConfig, path: Path | None) -> dict[str, list[dict[str, Any]]]:
+    done: dict[str, list[dict[str, Any]]] = {}
+    if path is not None and path.exists():
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            if entry.get("config") == config.key:
+                done[entry["task"]] = entry["records"]
+    return done
+
+
+def read_records(config: SweepConfig, records_path: str | Path) -> list[dict[str, Any]]:
+    """The records of ``config`` already in ``records_path`` (a stopped sweep's partial results)."""
+    done = _read_tasks(config, Path(records_path))
+    return [row for v in config.values for m in config.methods for row in done.get(_task_key(v, m), [])]
 
 
 def _run_pool(n_workers: int, cfg, tasks, record) -> None:
@@ -434,7 +445,9 @@ def figure(records: Sequence[dict[str, Any]], metric: str = "success_rate", *, t
         legend_title="method",
     )
     if metric == "median_error":
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", exponentformat="power")
+    else:
+        fig.update_yaxes(range=[-0.05, 1.05])
     if variable == "noise_db":
         fig.update_xaxes(autorange="reversed")
     return fig

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geninv._threads import threads_for
 from geninv._validation import as_tensor, check_int, check_real
 from geninv.generator import Generator
 from geninv.observation import _make_operator
@@ -326,6 +327,11 @@ def certify(
     noise_sigma = check_real("noise_sigma", noise_sigma, low=0.0)
     spark_budget = check_int("spark_budget", spark_budget, low=1)
     saturation_tol = check_real("saturation_tol", saturation_tol, low=0.0)
+    with threads_for(generator, np.shape(z)[0] if np.ndim(z) == 2 else 1):
+        return _certify(generator, z, mask, noise_sigma, spark_budget, saturation_tol)
+
+
+def _certify(generator, z, mask, noise_sigma, spark_budget, saturation_tol) -> Certificate:
     op = _make_operator(generator, mask, None)
     observed = torch.from_numpy(np.array(op.mask)).to(generator.device)
     trace = generator.trace(z)

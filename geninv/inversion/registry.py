@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from geninv._threads import threads_for
 from geninv._validation import check_int, fail
 from geninv.errors import InvalidValueError
 from geninv.generator import Generator
@@ -125,4 +126,5 @@ def invert(
     seed = check_int("seed", seed, low=0)
     entry = spec(method)
     config = make_config(method, **options)
-    return entry.function(generator, observation, config, seed=seed, progress=progress)
+    with threads_for(generator, observation.batch_size):
+        return entry.function(generator, observation, config, seed=seed, progress=progress)

@@ -1,0 +1,76 @@
+"""Caching over geninv's API: generators (one per spec or upload, shared) and runs (per session)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from typing import Any
+
+import streamlit as st
+
+from geninv import certify, demo, io, masks
+
+MAX_RUNS = 8
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the generator…")
+def generator(spec: str):
+    """The generator a spec names, in float64 (exact inversion needs it)."""
+    return io.generator_from_spec(spec).double()
+
+
+@st.cache_resource(max_entries=4, show_spinner="Checking the uploaded model…")
+def uploaded_generator(digest: str, arch: bytes, weights: bytes):
+    """An uploaded model (validated by geninv.io); ``digest`` keys the cache."""
+    del digest
+    return io.load_generator_bytes(arch, weights).double()
+
+
+def digest(*blobs: bytes) -> str:
+    h = hashlib.sha1()
+    for b in blobs:
+        h.update(hashlib.sha1(b).digest())
+    return h.hexdigest()[:12]
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def sample(_generator, generator_key: str, latent_seed: int):
+    """The clean output G(z) of the sample with this seed, as numpy."""
+    z = _generator.sample_latent(1, seed=latent_seed)
+    return _generator.generate(z)[0].detach().cpu().double().numpy()
+
+
+def run(generator_obj, generator_key: str, experiment: demo.Experiment, progress=None) -> demo.Outcome:
+    """Run an experiment, or give back this session's stored outcome of the same one."""
+    store: OrderedDict[str, Any] = st.session_state.setdefault("_runs", OrderedDict())
+    key = generator_key + json.dumps(experiment.to_query(), sort_keys=True)
+    if key in store:
+        store.move_to_end(key)
+        return store[key]
+    outcome = demo.run(generator_obj, experiment, progress=progress)
+    store[key] = outcome
+    while len(store) > MAX_RUNS:
+        store.popitem(last=False)
+    return outcome
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def certificate_summary(spec: str, samples: int, missing: float, seed: int = 0) -> list[dict[str, Any]]:
+    """Certificate summary of ``samples`` latents of a generator spec, with a random mask."""
+    g = generator(spec)
+    mask = masks.random_pixels(g.output_dim, missing, seed=seed) if missing > 0 else None
+    return certify(g, g.sample_latent(samples, seed=seed), mask=mask, spark_budget=200).summary()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def expansion_curve(ratios: tuple[float, ...], samples: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Per expansion ratio r: fractions of samples for which each verdict holds at every step."""
+    rows = []
+    for r in ratios:
+        widths = "-".join(str(round(20 * r**k)) for k in range(4))
+        summary = certificate_summary(f"random:{widths}:seed={seed}", samples, 0.0, seed)
+        overall = next(s for s in summary if s["layer"] == "all")
+        rows.append({"ratio": r, "widths": widths} | overall)
+    return rows
+

@@ -1,0 +1,218 @@
+"""Sidebar widgets: generator, sample, corruption and the methods form. They return geninv specs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from dashboard import cache
+from dashboard.components import canvas
+from geninv import GeninvError, demo, io, masks, methods, viz
+
+GEN_KINDS = ("MNIST (shipped)", "Random", "Upload")
+ACTIVATIONS_HIDDEN = ("relu", "leaky_relu")
+ACTIVATIONS_OUT = ("identity", "sigmoid", "tanh", "relu")
+MASK_KINDS = ("none", "random", "box", "half", "draw", "upload")
+MASK_LABELS = {
+    "none": "nothing hidden",
+    "random": "random pixels",
+    "box": "a box",
+    "half": "half the image",
+    "draw": "draw with the mouse",
+    "upload": "upload (PNG / .npy)",
+}
+NOISE_KINDS = ("none", "sigma", "snr")
+NOISE_LABELS = {"none": "no noise", "sigma": "σ (standard deviation)", "snr": "SNR in dB"}
+
+
+@dataclass
+class GeneratorChoice:
+    generator: Any  # geninv.Generator, or None when the choice is invalid
+    spec: str  # a spec string, or demo.UPLOAD
+    key: str  # cache key (spec, or upload digest)
+
+
+def apply_query(query: dict[str, Any]) -> demo.Experiment | None:
+    """Set the widgets from a shared link's query; returns the experiment, or None if there is none."""
+    if "gen" not in query:
+        return None
+    exp = demo.Experiment.from_query(query)
+    s = st.session_state
+    if exp.generator == "mnist":
+        s["gen_kind"] = GEN_KINDS[0]
+    elif exp.generator == demo.UPLOAD:
+        s["gen_kind"] = GEN_KINDS[2]
+    else:
+        p = io.parse_spec(exp.generator)
+        s.update(
+            {
+                "gen_kind": GEN_KINDS[1],
+                "rnd_widths": "-".join(map(str, p["widths"])),
+                "rnd_seed": p["seed"],
+                "rnd_bias": p["bias"],
+                "rnd_hidden": p["hidden"],
+                "rnd_output": p["output"],
+            }
+        )
+    c = exp.corruption
+    s.update({"latent_seed": exp.latent_seed, "run_seed": exp.seed, "methods": list(exp.methods)})
+    s.update({"missing": c.missing, "mask_seed": c.mask_seed, "half": c.half, "noise_seed": c.noise_seed})
+    s.update(dict(zip(("box_top", "box_left", "box_h", "box_w"), c.box, strict=True)))
+    s["mask_kind"] = "upload" if c.mask == "custom" else c.mask
+    if c.mask == "custom":
+        s["custom_mask"] = c.custom
+    s["noise_kind"] = c.noise
+    s["sigma"], s["snr"] = c.sigma, c.snr_db
+    for method, opts in exp.options.items():
+        for name, value in opts.items():
+            s[f"opt_{method}_{name}"] = value
+    return exp
+
+
+def generator_picker() -> GeneratorChoice:
+    st.sidebar.subheader("1 · Generator")
+    kind = st.sidebar.radio("Generator", GEN_KINDS, key="gen_kind", label_visibility="collapsed")
+    try:
+        if kind == GEN_KINDS[0]:
+            return GeneratorChoice(cache.generator("mnist"), "mnist", "mnist")
+        if kind == GEN_KINDS[1]:
+            widths = st.sidebar.text_input("Widths (latent → output)", "20-128-392-784", key="rnd_widths")
+            c1, c2 = st.sidebar.columns(2)
+            seed = c1.number_input("Weight seed", 0, 10**6, 0, key="rnd_seed")
+            bias = c2.checkbox("Biases", False, key="rnd_bias")
+            hidden = c1.selectbox("Hidden", ACTIVATIONS_HIDDEN, key="rnd_hidden")
+            output = c2.selectbox("Output", ACTIVATIONS_OUT, key="rnd_output")
+            spec = f"random:{widths.strip()}:seed={int(seed)}" + (":bias" if bias else "")
+            spec += f":hidden={hidden}:output={output}"
+            return GeneratorChoice(cache.generator(spec), spec, spec)
+        arch = st.sidebar.file_uploader("Architecture (.json)", type=["json"], key="up_arch")
+        weights = st.sidebar.file_uploader("Weights (.safetensors)", type=["safetensors"], key="up_weights")
+        if arch is None or weights is None:
+            st.sidebar.info("Upload both files (made by `G.save(path)`), or pick another generator.")
+            return GeneratorChoice(None, demo.UPLOAD, "")
+        a, w = arch.getvalue(), weights.getvalue()
+        key = "upload:" + cache.digest(a, w)
+        return GeneratorChoice(cache.uploaded_generator(key, a, w), demo.UPLOAD, key)
+    except GeninvError as exc:
+        st.sidebar.error(str(exc))
+        return GeneratorChoice(None, "", "")
+
+
+def sample_picker() -> int:
+    st.sidebar.subheader("2 · Sample")
+    c1, c2 = st.sidebar.columns([3, 2], vertical_alignment="bottom")
+    if c2.button("New sample", key="new_sample"):
+        st.session_state["latent_seed"] = int(st.session_state.get("latent_seed", 0)) + 1
+    return int(c1.number_input("Latent seed", 0, 10**6, 0, key="latent_seed"))
+
+
+def corruption_picker(n: int) -> demo.Corruption | None:
+    """Widgets for the mask and the noise; None (with an error shown) when the choice is invalid."""
+    st.sidebar.subheader("3 · Corruption")
+    shape = viz.image_shape(n)
+    kinds = MASK_KINDS if shape else ("none", "random", "upload")
+    kind = st.sidebar.selectbox("Hide", kinds, key="mask_kind", format_func=MASK_LABELS.get)
+    fields: dict[str, Any] = {"mask": kind if kind in demo.MASKS else "custom"}
+    if kind == "random":
+        fields["missing"] = st.sidebar.slider("Fraction missing", 0.0, 0.95, 0.5, 0.05, key="missing")
+        fields["mask_seed"] = int(st.sidebar.number_input("Mask seed", 0, 10**6, 0, key="mask_seed"))
+    elif kind == "box" and shape:
+        h, w = shape
+        c1, c2 = st.sidebar.columns(2)
+        top = c1.number_input("Top", 0, h - 1, min(8, h - 1), key="box_top")
+        left = c2.number_input("Left", 0, w - 1, min(8, w - 1), key="box_left")
+        bh = c1.number_input("Height", 1, h, min(12, h), key="box_h")
+        bw = c2.number_input("Width", 1, w, min(12, w), key="box_w")
+        fields["box"] = (int(top), int(left), int(bh), int(bw))
+    elif kind == "half":
+        fields["half"] = st.sidebar.selectbox("Which half", demo.HALVES, key="half")
+    elif kind == "upload":
+        up = st.sidebar.file_uploader("Mask (white = observed)", type=["png", "npy"], key="up_mask")
+        if up is not None:
+            try:
+                data = up.getvalue()
+                m = masks.from_npy(data, n) if up.name.endswith(".npy") else masks.from_png(data, shape)
+                st.session_state["custom_mask"] = demo.pack_mask(m)
+            except GeninvError as exc:
+                st.sidebar.error(f"Mask upload: {exc}")
+                return None
+        if not st.session_state.get("custom_mask"):
+            st.sidebar.info("Upload a mask to use it.")
+            return None
+        fields["custom"] = st.session_state["custom_mask"]
+    elif kind == "draw" and shape:
+        st.sidebar.caption("Paint the pixels to hide on the canvas under the sample (main panel).")
+        drawn = st.session_state.get("drawn_mask")
+        if drawn is None:
+            return demo.Corruption()  # nothing drawn yet: nothing hidden
+        fields["custom"] = drawn
+
+    noise = st.sidebar.selectbox("Noise", NOISE_KINDS, key="noise_kind", format_func=NOISE_LABELS.get)
+    fields["noise"] = noise
+    if noise == "sigma":
+        fields["sigma"] = st.sidebar.number_input("σ", 0.0, 10.0, 0.05, 0.01, format="%.4f", key="sigma")
+    elif noise == "snr":
+        fields["snr_db"] = st.sidebar.slider("SNR (dB)", 0.0, 60.0, 20.0, 1.0, key="snr")
+    if noise != "none":
+        fields["noise_seed"] = int(st.sidebar.number_input("Noise seed", 0, 10**6, 0, key="noise_seed"))
+    try:
+        corruption = demo.Corruption(**fields)
+        m = corruption.mask_array(n)
+    except GeninvError as exc:
+        st.sidebar.error(str(exc))
+        return None
+    if m is not None and not m.any():
+        st.sidebar.error("This mask hides every pixel: nothing is observed, so nothing can be recovered.")
+        return None
+    return corruption
+
+
+def canvas_panel(clean: np.ndarray, shape: tuple[int, int]) -> None:
+    """The drawing canvas (main panel) when the mask is drawn by hand."""
+    if st.session_state.get("mask_kind") != "draw":
+        return
+    with st.expander("Draw the mask", expanded=True):
+        drawn = canvas.draw_mask(viz.rgb_image(clean, shape), key="canvas")
+        if drawn is not None:
+            st.session_state["drawn_mask"] = demo.pack_mask(drawn)
+            st.caption(f"{int((~drawn).sum())} of {drawn.size} pixels hidden.")
+
+
+def methods_form() -> tuple[bool, tuple[str, ...], dict[str, dict[str, Any]], int]:
+    """The methods and their options; a run starts only on submit."""
+    st.sidebar.subheader("4 · Methods")
+    names = methods()
+    st.session_state.setdefault("methods", ["gd", "latent-pursuit"])
+    with st.sidebar.form("methods_form"):
+        chosen = st.multiselect("Methods", names, key="methods")
+        options: dict[str, dict[str, Any]] = {}
+        for method in names:
+            with st.expander(f"{method} options"):
+                options[method] = _option_widgets(method)
+        seed = int(st.number_input("Run seed (restarts, initialisation)", 0, 10**6, 0, key="run_seed"))
+        submitted = st.form_submit_button("Run", type="primary", use_container_width=True)
+    options = {m: o for m, o in options.items() if m in chosen and o}
+    return submitted, tuple(chosen), options, seed
+
+
+def _option_widgets(method: str) -> dict[str, Any]:
+    changed = {}
+    for opt in demo.method_options(method):
+        key, default = f"opt_{method}_{opt['name']}", opt["default"]
+        label = opt["name"].replace("_", " ")
+        if opt["kind"] == "bool":
+            value = st.checkbox(label, default, key=key)
+        elif opt["kind"] == "int":
+            value = int(st.number_input(label, value=int(default), step=1, key=key))
+        elif opt["kind"] == "choice" and opt["choices"]:
+            value = st.selectbox(label, opt["choices"], index=list(opt["choices"]).index(default), key=key)
+        elif opt["kind"] == "float":
+            value = float(st.number_input(label, value=float(default), format="%g", key=key))
+        else:
+            value = st.text_input(label, str(default), key=key)
+        if value != default:
+            changed[opt["name"]] = value
+    return changed
