@@ -73,4 +73,3 @@ def expansion_curve(ratios: tuple[float, ...], samples: int, seed: int = 0) -> l
         overall = next(s for s in summary if s["layer"] == "all")
         rows.append({"ratio": r, "widths": widths} | overall)
     return rows
-

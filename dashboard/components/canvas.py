@@ -54,8 +54,11 @@ def draw_mask(background_rgb: np.ndarray, *, key: str, stroke_width: int = 18) -
         width=w * SCALE,
         drawing_mode=mode,
         return_image_data=True,
+        initial_drawing=st.session_state.get(f"{key}_drawing"),
         key=key,
     )
+    if result.json_data and result.json_data.get("objects"):
+        st.session_state[f"{key}_drawing"] = result.json_data  # redrawn when the canvas is mounted again
     data = result.image_data
     if data is None or data.ndim != 3 or not data[..., 3].any():
         return None

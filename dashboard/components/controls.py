@@ -177,7 +177,10 @@ def canvas_panel(clean: np.ndarray, shape: tuple[int, int]) -> None:
     with st.expander("Draw the mask", expanded=True):
         drawn = canvas.draw_mask(viz.rgb_image(clean, shape), key="canvas")
         if drawn is not None:
-            st.session_state["drawn_mask"] = demo.pack_mask(drawn)
+            packed = demo.pack_mask(drawn)
+            if packed != st.session_state.get("drawn_mask"):  # the sidebar read the previous drawing: redo
+                st.session_state["drawn_mask"] = packed
+                st.rerun()
             st.caption(f"{int((~drawn).sum())} of {drawn.size} pixels hidden.")
 
 
