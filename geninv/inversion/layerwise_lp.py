@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linprog
 
 from geninv._validation import check_real
 from geninv.inversion._layerwise import StepProblem, sweep
@@ -41,6 +40,8 @@ class LinearProgramConfig:
 
 def lp_step(p: StepProblem, config: LinearProgramConfig) -> tuple[torch.Tensor, str, torch.Tensor]:
     """One l_inf-fit linear program per signal (HiGHS)."""
+    from scipy.optimize import linprog  # here, not at the top: scipy.optimize costs 0.3 s at start-up
+
     w = p.weight.detach().cpu().double().numpy()
     n = w.shape[1]
     xs = torch.zeros(p.target.shape[0], n, dtype=p.weight.dtype, device=p.weight.device)
