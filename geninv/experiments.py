@@ -430,9 +430,12 @@ def figure(records: Sequence[dict[str, Any]], metric: str = "success_rate", *, t
         for method in dict.fromkeys(r["method"] for r in summary):
             rows = _ordered(variable, [r for r in summary if r["method"] == method])
             dash = "dash" if method == ORACLE else None
+            ys = [r[metric] for r in rows]
+            if metric == "median_error":  # a log axis cannot draw an exact 0 (the clean oracle): leave a gap
+                ys = [y if y > 0 else None for y in ys]
             fig.add_scatter(
                 x=_x_values(variable, rows),
-                y=[r[metric] for r in rows],
+                y=ys,
                 mode="lines+markers",
                 name=method,
                 line={"dash": dash},
@@ -449,7 +452,7 @@ def figure(records: Sequence[dict[str, Any]], metric: str = "success_rate", *, t
         legend_title="method",
     )
     if metric == "median_error":
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", exponentformat="power")
     if variable == "noise_db":
         fig.update_xaxes(type="category")
     return fig

@@ -138,3 +138,5 @@ def test_noise_figure_puts_clean_first_as_a_category():
     assert fig.layout.xaxis.type == "category"
     assert list(fig.data[0].x) == ["clean", "40 dB", "10 dB"]
     assert fig.data[1].line.dash == "dash"  # the oracle
+    exact = [dict(r, latent_error=0.0) if r["value"] == CLEAN_DB else r for r in records]
+    assert figure(exact, "median_error").data[0].y[0] is None  # no 0 on a log axis
