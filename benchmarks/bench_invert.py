@@ -53,6 +53,75 @@ def reference_seconds(G, obs, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+def run_case(
+    *,
+    widths: list[int],
+    batch: int = 256,
+    missing: float = 0.0,
+    snr: float | None = None,
+    methods: list[str] | None = None,
+    lp_batch: int = 16,
+    reference: int = 8,
+    threshold: float = 1e-6,
+    device: str = "cpu",
+    verbose: bool = True,
+) -> dict:
+    """Run one benchmark case (every method on the same batch); returns the JSON-ready result."""
+    G = geninv.Generator.random(widths, seed=0, device=device)
+    mask = geninv.masks.random_pixels(widths[-1], missing, seed=2) if missing else None
+    z = G.sample_latent(batch, seed=1)
+    obs = geninv.observe(G, z, mask=mask, snr_db=snr, seed=3)
+    methods = methods or list(geninv.methods())
+    t_fwd = forward_seconds(G, batch)
+    rows = {}
+    for method in methods:
+        sub = obs if method != "lp" else obs[0:lp_batch]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            geninv.invert(G, sub[0:2], method)  # warm-up
+            res = geninv.invert(G, sub, method)
+        err = latent_error(res.z_hat, sub.z_true)
+        rows[method] = {
+            "signals": sub.batch_size,
+            "success": success_rate(err, threshold),
+            "median_latent_error": float(err.median()),
+            "seconds_per_signal": res.seconds / sub.batch_size,
+            "forward_pass_equivalents": res.forward_passes
+            if method in ("gd", "plugin")
+            else res.seconds / forward_seconds(G, sub.batch_size),
+            "status": res.status.value,
+        }
+        if verbose:
+            print(f"{method:15s} {rows[method]}")
+    if "gd" in rows:
+        for row in rows.values():
+            row["time_vs_gd"] = row["seconds_per_signal"] / rows["gd"]["seconds_per_signal"]
+    ref = reference_seconds(G, obs, min(reference, batch)) if reference and snr is None else None
+    if ref is not None:
+        for method in ("latent-pursuit", "hybrid", "lbp"):
+            if method in rows:
+                rows[method]["speedup_vs_cvxpy_reference"] = ref / rows[method]["seconds_per_signal"]
+    return {
+        "case": {"widths": widths, "batch": batch, "missing": missing, "snr_db": snr},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "device": str(G.device),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "forward_pass_seconds_batch": t_fwd,
+        "cvxpy_reference_seconds_per_signal": ref,
+        "threshold": threshold,
+        "methods": rows,
+    }
+
+
+def case_name(widths: list[int], batch: int, missing: float, snr: float | None = None) -> str:
+    """File-name stem of a case: ``20-128-392-784_b256_m0.6[_snr20]``."""
+    return f"{'-'.join(map(str, widths))}_b{batch}_m{missing:g}" + (f"_snr{snr:g}" if snr else "")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widths", default="20-128-392-784")
@@ -68,53 +137,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     widths = [int(w) for w in args.widths.split("-")]
-    G = geninv.Generator.random(widths, seed=0, device=args.device)
-    mask = geninv.masks.random_pixels(widths[-1], args.missing, seed=2) if args.missing else None
-    z = G.sample_latent(args.batch, seed=1)
-    obs = geninv.observe(G, z, mask=mask, snr_db=args.snr, seed=3)
-    methods = args.methods or list(geninv.methods())
-    t_fwd = forward_seconds(G, args.batch)
-    rows = {}
-    for method in methods:
-        sub = obs if method != "lp" else obs[0 : args.lp_batch]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            geninv.invert(G, sub[0:2], method)  # warm-up
-            res = geninv.invert(G, sub, method)
-        err = latent_error(res.z_hat, sub.z_true)
-        rows[method] = {
-            "signals": sub.batch_size,
-            "success": success_rate(err, args.threshold),
-            "median_latent_error": float(err.median()),
-            "seconds_per_signal": res.seconds / sub.batch_size,
-            "forward_pass_equivalents": res.forward_passes if method in ("gd", "plugin") else
-            res.seconds / forward_seconds(G, sub.batch_size),
-            "status": res.status.value,
-        }
-        print(f"{method:15s} {rows[method]}")
-    if "gd" in rows:
-        for row in rows.values():
-            row["time_vs_gd"] = row["seconds_per_signal"] / rows["gd"]["seconds_per_signal"]
-    ref = reference_seconds(G, obs, min(args.reference, args.batch)) if args.reference and args.snr is None else None
-    if ref is not None:
-        for method in ("latent-pursuit", "hybrid", "lbp"):
-            if method in rows:
-                rows[method]["speedup_vs_cvxpy_reference"] = ref / rows[method]["seconds_per_signal"]
-    result = {
-        "case": {"widths": widths, "batch": args.batch, "missing": args.missing, "snr_db": args.snr},
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "device": str(G.device),
-            "torch_threads": torch.get_num_threads(),
-        },
-        "forward_pass_seconds_batch": t_fwd,
-        "cvxpy_reference_seconds_per_signal": ref,
-        "threshold": args.threshold,
-        "methods": rows,
-    }
-    case = f"{args.widths}_b{args.batch}_m{args.missing:g}" + (f"_snr{args.snr:g}" if args.snr else "")
+    result = run_case(
+        widths=widths,
+        batch=args.batch,
+        missing=args.missing,
+        snr=args.snr,
+        methods=args.methods,
+        lp_batch=args.lp_batch,
+        reference=args.reference,
+        threshold=args.threshold,
+        device=args.device,
+    )
+    case = case_name(widths, args.batch, args.missing, args.snr)
     out = Path(args.out or f"benchmarks/results/bench_invert_{case}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

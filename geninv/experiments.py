@@ -383,11 +383,24 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 _LABELS = {
-    "noise_db": "SNR (dB; 1000 = clean)",
+    "noise_db": "signal-to-noise ratio",
     "missing": "fraction of pixels missing",
     "box": "side of the hidden centre box (pixels)",
     "expansion": "expansion ratio r (widths 20, 20r, 20r², 20r³)",
 }
+
+
+def _x_values(variable: str, rows: Sequence[dict[str, Any]]) -> list:
+    """x coordinates of summary rows; SNRs become categories ("clean", "40 dB"...) so that the
+    clean value (1000 dB) does not squash the noisy ones into a corner of the axis."""
+    if variable == "noise_db":
+        return ["clean" if r["value"] >= CLEAN_DB else f"{r['value']:g} dB" for r in rows]
+    return [r["value"] for r in rows]
+
+
+def _ordered(variable: str, rows) -> list[dict[str, Any]]:
+    # Noise reads from clean to noisiest, left to right.
+    return sorted(rows, key=lambda r: r["value"], reverse=variable == "noise_db")
 
 
 def figure(records: Sequence[dict[str, Any]], metric: str = "success_rate", *, title: str | None = None):
@@ -401,34 +414,39 @@ def figure(records: Sequence[dict[str, Any]], metric: str = "success_rate", *, t
     variable = records[0]["variable"]
     fig = go.Figure()
     if metric == "identifiable_rate":
-        rows = [r for r in summary if r["method"] == summary[0]["method"] and "identifiable_rate" in r]
+        rows = _ordered(
+            variable, [r for r in summary if r["method"] == summary[0]["method"] and "identifiable_rate" in r]
+        )
         for key, name in (
             ("identifiable_rate", "identifiable (exact rank)"),
             ("paper_unique_rate", "paper's condition"),
             ("lbp_guaranteed_rate", "LBP coherence guarantee"),
         ):
             fig.add_scatter(
-                x=[r["value"] for r in rows],
+                x=_x_values(variable, rows),
                 y=[r[key] for r in rows],
                 mode="lines+markers",
                 name=name,
                 line={"dash": "dot"},
             )
         for method in dict.fromkeys(r["method"] for r in summary):
-            rows = [r for r in summary if r["method"] == method]
+            rows = _ordered(variable, [r for r in summary if r["method"] == method])
             fig.add_scatter(
-                x=[r["value"] for r in rows],
+                x=_x_values(variable, rows),
                 y=[r["success_rate"] for r in rows],
                 mode="lines+markers",
                 name=f"{method} success",
             )
     else:
         for method in dict.fromkeys(r["method"] for r in summary):
-            rows = sorted((r for r in summary if r["method"] == method), key=lambda r: r["value"])
+            rows = _ordered(variable, [r for r in summary if r["method"] == method])
             dash = "dash" if method == ORACLE else None
+            ys = [r[metric] for r in rows]
+            if metric == "median_error":  # a log axis cannot draw an exact 0 (the clean oracle): leave a gap
+                ys = [y if y > 0 else None for y in ys]
             fig.add_scatter(
-                x=[r["value"] for r in rows],
-                y=[r[metric] for r in rows],
+                x=_x_values(variable, rows),
+                y=ys,
                 mode="lines+markers",
                 name=method,
                 line={"dash": dash},
@@ -449,7 +467,7 @@ def figure(records: Sequence[dict[str, Any]], metric: str = "success_rate", *, t
     else:
         fig.update_yaxes(range=[-0.05, 1.05])
     if variable == "noise_db":
-        fig.update_xaxes(autorange="reversed")
+        fig.update_xaxes(type="category")
     return fig
 
 

@@ -107,3 +107,36 @@ def test_run_methods_keeps_failures_apart():
     out = run_methods(G, obs, ["latent-pursuit", "gd"], options={"gd": {"n_iter": 50}})
     assert isinstance(out["latent-pursuit"], geninv.UnsupportedError)
     assert out["gd"].z_hat.shape == (2, 4)
+
+
+def _fake_records(variable, values, methods, trials=4):
+    """Hand-made records (no inversion): errors grow with the value, the first method always succeeds."""
+    rows = []
+    for i, value in enumerate(values):
+        for j, method in enumerate(methods):
+            for t in range(trials):
+                err = 1e-12 if j == 0 else 10.0 ** (i - 4) * (t + 1)
+                rows.append(
+                    {
+                        "variable": variable,
+                        "value": value,
+                        "method": method,
+                        "trial": t,
+                        "latent_error": err,
+                        "success": err <= 1e-3,
+                        "seconds": 0.01,
+                    }
+                )
+    return rows
+
+
+def test_noise_figure_puts_clean_first_as_a_category():
+    from geninv.experiments import CLEAN_DB
+
+    records = _fake_records("noise_db", (CLEAN_DB, 40.0, 10.0), ("gd", "oracle"))
+    fig = figure(records, "median_error")
+    assert fig.layout.xaxis.type == "category"
+    assert list(fig.data[0].x) == ["clean", "40 dB", "10 dB"]
+    assert fig.data[1].line.dash == "dash"  # the oracle
+    exact = [dict(r, latent_error=0.0) if r["value"] == CLEAN_DB else r for r in records]
+    assert figure(exact, "median_error").data[0].y[0] is None  # no 0 on a log axis
