@@ -33,7 +33,9 @@ class GradientDescentConfig:
     lr : float
         Step size (Adam's or the momentum method's).
     n_iter : int
-        Iterations per restart.
+        Iterations per restart. 8000 by default: on the shipped MNIST decoder gd converges slowly
+        (57% of 30 clean signals to 1e-3 after 8000 steps, none after 2000); a restart that settles
+        stops early, so well-conditioned generators cost no more.
     restarts : int
         Random restarts; the best final loss per signal wins.
     init : {'random', 'zeros'}
@@ -51,7 +53,7 @@ class GradientDescentConfig:
 
     optimizer: str = "adam"
     lr: float = 0.05
-    n_iter: int = 2000
+    n_iter: int = 8000
     restarts: int = 3
     init: str = "random"
     z_init: Any = None
