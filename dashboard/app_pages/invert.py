@@ -67,7 +67,7 @@ if shape:
             st.caption(f"{int(mask.sum())} of {mask.size} pixels observed.")
         controls.canvas_panel(clean, shape)
 else:
-    cols[0].plotly_chart(figures.signal_line({"G(z)": clean}, mask), use_container_width=True)
+    cols[0].plotly_chart(figures.signal_line({"G(z)": clean}, mask), width="stretch")
 
 # ---------------------------------------------------------------- run
 experiment = None
@@ -89,8 +89,13 @@ elif not chosen:
 if experiment is not None and (submitted or st.session_state.pop("_autorun", False)):
     bar = st.progress(0.0, text="Running…")
 
+    shown = {"fraction": -1.0}
+
     def progress(fraction: float, message: str) -> bool:
-        bar.progress(min(max(fraction, 0.0), 1.0), text=message[:80])
+        fraction = min(max(fraction, 0.0), 1.0)
+        if fraction - shown["fraction"] >= 0.02:  # a few dozen updates, not one per recorded iteration
+            shown["fraction"] = fraction
+            bar.progress(fraction, text=message[:80])
         return True
 
     try:
@@ -128,16 +133,16 @@ if shape:
         row = st.columns(per_row)
         for col, (title, x, caption, pmask) in zip(row, panels[start : start + per_row], strict=False):
             col.markdown(f"**{title}**")
-            col.image(_image(x, pmask), caption=caption, use_container_width=True)
+            col.image(_image(x, pmask), caption=caption, width="stretch")
 else:
     signals = {"original": outcome.x_true} | {name: m.x_hat for name, m in ok.items()}
-    st.plotly_chart(figures.signal_line(signals, outcome.mask), use_container_width=True)
+    st.plotly_chart(figures.signal_line(signals, outcome.mask), width="stretch")
 
 table = pd.DataFrame(outcome.table())
 st.dataframe(
     table,
     hide_index=True,
-    use_container_width=True,
+    width="stretch",
     column_config={
         "latent_error": st.column_config.NumberColumn("latent error", format="%.2e"),
         "psnr_db": st.column_config.NumberColumn("PSNR (dB)", format="%.1f"),
@@ -187,7 +192,7 @@ def _frame_view(name: str, m: demo.MethodOutcome) -> None:
             key=f"curve_{name}",
             on_select="rerun",
             selection_mode="points",
-            use_container_width=True,
+            width="stretch",
         )
         st.caption("Click a point on a curve to jump there.")
 
@@ -229,7 +234,7 @@ def _step_view(name: str, m: demo.MethodOutcome) -> None:
             st.latex(demo.Z_STEP if s["layer"] == 0 else demo.FORMULAS.get(name, ""))
             st.plotly_chart(
                 figures.layer_state(s["estimate"], s["truth"], s["layer"]),
-                use_container_width=True,
+                width="stretch",
                 key=f"state_{name}",
             )
 
@@ -278,10 +283,10 @@ with tab_replay:
 with tab_support:
     layered = {name: m.layers for name, m in ok.items() if m.layers}
     if layered:
-        st.plotly_chart(figures.support_scores(layered), use_container_width=True)
+        st.plotly_chart(figures.support_scores(layered), width="stretch")
         for i in range(len(outcome.true_supports)):
             maps = {name: m.layers[i]["map"] for name, m in ok.items()}
-            st.plotly_chart(figures.support_map(maps, i + 1), use_container_width=True)
+            st.plotly_chart(figures.support_map(maps, i + 1), width="stretch")
         st.caption("Green: active unit found; orange: active unit missed; red: false alarm; grey: inactive in both.")
     else:
         st.info("This generator has no hidden layers with a support.")
@@ -291,11 +296,11 @@ with tab_conv:
     iterative = {n: m for n, m in ok.items() if m.history}
     for name, m in iterative.items():
         st.markdown(f"**{name}** — {len(m.history['iterations'])} records, status {m.status}")
-        st.plotly_chart(figures.convergence(m.history, name), use_container_width=True, key=f"conv_{name}")
+        st.plotly_chart(figures.convergence(m.history, name), width="stretch", key=f"conv_{name}")
     stepwise = {n: m.steps for n, m in ok.items() if m.steps}
     if stepwise:
         st.markdown("**Layer-wise methods** — one step per layer, from the output down to z")
-        st.plotly_chart(figures.pursuit_steps(stepwise), use_container_width=True)
+        st.plotly_chart(figures.pursuit_steps(stepwise), width="stretch")
 
 # ---------------------------------------------------------------- certificate
 with tab_cert:
@@ -305,9 +310,9 @@ with tab_cert:
         "from the coherence bound 1 + 1/μ (or rank for z); **LBP** = the coherence guarantee s < (1 + 1/μ)/2. "
         "The bounds are pessimistic: compare them with what each method achieved."
     )
-    st.plotly_chart(figures.layer_errors(ok, outcome.certificate), use_container_width=True)
+    st.plotly_chart(figures.layer_errors(ok, outcome.certificate), width="stretch")
     cert_table = pd.DataFrame(outcome.layer_table())
-    st.dataframe(cert_table, hide_index=True, use_container_width=True)
+    st.dataframe(cert_table, hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------- export
 with tab_export:

@@ -113,13 +113,11 @@ if len(records) < total:
         st.rerun()
 frame = pd.DataFrame(records)
 c1, c2 = st.columns(2)
-c1.plotly_chart(experiments.figure(records, "success_rate", title="success rate"), use_container_width=True)
-c2.plotly_chart(experiments.figure(records, "median_error", title="median latent error"), use_container_width=True)
+c1.plotly_chart(experiments.figure(records, "success_rate", title="success rate"), width="stretch")
+c2.plotly_chart(experiments.figure(records, "median_error", title="median latent error"), width="stretch")
 errors = {
     k: st.column_config.NumberColumn(k.replace("_", " "), format="%.2e")
     for k in ("median_error", "q25_error", "q75_error")
 }
-st.dataframe(
-    pd.DataFrame(experiments.summarize(records)), hide_index=True, use_container_width=True, column_config=errors
-)
+st.dataframe(pd.DataFrame(experiments.summarize(records)), hide_index=True, width="stretch", column_config=errors)
 st.download_button("Records as CSV", frame.to_csv(index=False), f"sweep_{config.key}.csv", "text/csv", key="sweep_csv")

@@ -60,7 +60,7 @@ samples = st.slider("Samples per ratio", 10, 100, 30, 10, key="theory_samples")
 ratios = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 with st.spinner("Certifying…"):
     rows = cache.expansion_curve(ratios, samples)
-st.plotly_chart(figures.expansion_curve(rows), use_container_width=True)
+st.plotly_chart(figures.expansion_curve(rows), width="stretch")
 st.caption(
     "Identifiable (exact rank) climbs with the expansion ratio, while the paper's coherence-based bound and "
     "the LBP guarantee stay far below it: the pessimistic bounds are sufficient, not necessary."
@@ -70,6 +70,6 @@ st.markdown("#### Live: hiding pixels of the MNIST generator")
 missing = st.slider("Fraction of pixels missing", 0.0, 0.9, 0.5, 0.1, key="theory_missing")
 with st.spinner("Certifying…"):
     summary = cache.certificate_summary("mnist", 50, missing)
-st.plotly_chart(figures.verdict_fractions(summary), use_container_width=True)
+st.plotly_chart(figures.verdict_fractions(summary), width="stretch")
 overall = next(r for r in summary if r["layer"] == "all")
 st.metric("Samples identifiable at every step", f"{overall['identifiable']:.0%}")

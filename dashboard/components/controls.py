@@ -35,6 +35,12 @@ class GeneratorChoice:
     key: str  # cache key (spec, or upload digest)
 
 
+def _init(key: str, default: Any) -> str:
+    """Give a widget its default through Session State (a shared link may have set it already)."""
+    st.session_state.setdefault(key, default)
+    return key
+
+
 def apply_query(query: dict[str, Any]) -> demo.Experiment | None:
     """Set the widgets from a shared link's query; returns the experiment, or None if there is none."""
     if "gen" not in query:
@@ -79,10 +85,10 @@ def generator_picker() -> GeneratorChoice:
         if kind == GEN_KINDS[0]:
             return GeneratorChoice(cache.generator("mnist"), "mnist", "mnist")
         if kind == GEN_KINDS[1]:
-            widths = st.sidebar.text_input("Widths (latent → output)", "20-128-392-784", key="rnd_widths")
+            widths = st.sidebar.text_input("Widths (latent → output)", key=_init("rnd_widths", "20-128-392-784"))
             c1, c2 = st.sidebar.columns(2)
-            seed = c1.number_input("Weight seed", 0, 10**6, 0, key="rnd_seed")
-            bias = c2.checkbox("Biases", False, key="rnd_bias")
+            seed = c1.number_input("Weight seed", 0, 10**6, key=_init("rnd_seed", 0))
+            bias = c2.checkbox("Biases", key=_init("rnd_bias", False))
             hidden = c1.selectbox("Hidden", ACTIVATIONS_HIDDEN, key="rnd_hidden")
             output = c2.selectbox("Output", ACTIVATIONS_OUT, key="rnd_output")
             spec = f"random:{widths.strip()}:seed={int(seed)}" + (":bias" if bias else "")
@@ -106,7 +112,7 @@ def sample_picker() -> int:
     c1, c2 = st.sidebar.columns([3, 2], vertical_alignment="bottom")
     if c2.button("New sample", key="new_sample"):
         st.session_state["latent_seed"] = int(st.session_state.get("latent_seed", 0)) + 1
-    return int(c1.number_input("Latent seed", 0, 10**6, 0, key="latent_seed"))
+    return int(c1.number_input("Latent seed", 0, 10**6, key=_init("latent_seed", 0)))
 
 
 def corruption_picker(n: int) -> demo.Corruption | None:
@@ -117,15 +123,15 @@ def corruption_picker(n: int) -> demo.Corruption | None:
     kind = st.sidebar.selectbox("Hide", kinds, key="mask_kind", format_func=MASK_LABELS.get)
     fields: dict[str, Any] = {"mask": kind if kind in demo.MASKS else "custom"}
     if kind == "random":
-        fields["missing"] = st.sidebar.slider("Fraction missing", 0.0, 0.95, 0.5, 0.05, key="missing")
-        fields["mask_seed"] = int(st.sidebar.number_input("Mask seed", 0, 10**6, 0, key="mask_seed"))
+        fields["missing"] = st.sidebar.slider("Fraction missing", 0.0, 0.95, step=0.05, key=_init("missing", 0.5))
+        fields["mask_seed"] = int(st.sidebar.number_input("Mask seed", 0, 10**6, key=_init("mask_seed", 0)))
     elif kind == "box" and shape:
         h, w = shape
         c1, c2 = st.sidebar.columns(2)
-        top = c1.number_input("Top", 0, h - 1, min(8, h - 1), key="box_top")
-        left = c2.number_input("Left", 0, w - 1, min(8, w - 1), key="box_left")
-        bh = c1.number_input("Height", 1, h, min(12, h), key="box_h")
-        bw = c2.number_input("Width", 1, w, min(12, w), key="box_w")
+        top = c1.number_input("Top", 0, h - 1, key=_init("box_top", min(8, h - 1)))
+        left = c2.number_input("Left", 0, w - 1, key=_init("box_left", min(8, w - 1)))
+        bh = c1.number_input("Height", 1, h, key=_init("box_h", min(12, h)))
+        bw = c2.number_input("Width", 1, w, key=_init("box_w", min(12, w)))
         fields["box"] = (int(top), int(left), int(bh), int(bw))
     elif kind == "half":
         fields["half"] = st.sidebar.selectbox("Which half", demo.HALVES, key="half")
@@ -153,11 +159,11 @@ def corruption_picker(n: int) -> demo.Corruption | None:
     noise = st.sidebar.selectbox("Noise", NOISE_KINDS, key="noise_kind", format_func=NOISE_LABELS.get)
     fields["noise"] = noise
     if noise == "sigma":
-        fields["sigma"] = st.sidebar.number_input("σ", 0.0, 10.0, 0.05, 0.01, format="%.4f", key="sigma")
+        fields["sigma"] = st.sidebar.number_input("σ", 0.0, 10.0, step=0.01, format="%.4f", key=_init("sigma", 0.05))
     elif noise == "snr":
-        fields["snr_db"] = st.sidebar.slider("SNR (dB)", 0.0, 60.0, 20.0, 1.0, key="snr")
+        fields["snr_db"] = st.sidebar.slider("SNR (dB)", 0.0, 60.0, step=1.0, key=_init("snr", 20.0))
     if noise != "none":
-        fields["noise_seed"] = int(st.sidebar.number_input("Noise seed", 0, 10**6, 0, key="noise_seed"))
+        fields["noise_seed"] = int(st.sidebar.number_input("Noise seed", 0, 10**6, key=_init("noise_seed", 0)))
     try:
         corruption = demo.Corruption(**fields)
         m = corruption.mask_array(n)
@@ -195,8 +201,8 @@ def methods_form() -> tuple[bool, tuple[str, ...], dict[str, dict[str, Any]], in
         for method in names:
             with st.expander(f"{method} options"):
                 options[method] = _option_widgets(method)
-        seed = int(st.number_input("Run seed (restarts, initialisation)", 0, 10**6, 0, key="run_seed"))
-        submitted = st.form_submit_button("Run", type="primary", use_container_width=True)
+        seed = int(st.number_input("Run seed (restarts, initialisation)", 0, 10**6, key=_init("run_seed", 0)))
+        submitted = st.form_submit_button("Run", type="primary", width="stretch")
     options = {m: o for m, o in options.items() if m in chosen and o}
     return submitted, tuple(chosen), options, seed
 
@@ -207,15 +213,15 @@ def _option_widgets(method: str) -> dict[str, Any]:
         key, default = f"opt_{method}_{opt['name']}", opt["default"]
         label = opt["name"].replace("_", " ")
         if opt["kind"] == "bool":
-            value = st.checkbox(label, default, key=key)
+            value = st.checkbox(label, key=_init(key, default))
         elif opt["kind"] == "int":
-            value = int(st.number_input(label, value=int(default), step=1, key=key))
+            value = int(st.number_input(label, step=1, key=_init(key, int(default))))
         elif opt["kind"] == "choice" and opt["choices"]:
-            value = st.selectbox(label, opt["choices"], index=list(opt["choices"]).index(default), key=key)
+            value = st.selectbox(label, opt["choices"], key=_init(key, default))
         elif opt["kind"] == "float":
-            value = float(st.number_input(label, value=float(default), format="%g", key=key))
+            value = float(st.number_input(label, format="%g", key=_init(key, float(default))))
         else:
-            value = st.text_input(label, str(default), key=key)
+            value = st.text_input(label, key=_init(key, str(default)))
         if value != default:
             changed[opt["name"]] = value
     return changed

@@ -37,7 +37,8 @@ class HybridConfig:
     Parameters
     ----------
     gd_iter : int
-        Iterations of the joint gradient solve for signals the layer-wise pass did not settle.
+        Iterations of the joint gradient solve for signals the layer-wise pass did not settle
+        (gd's default, so that the hybrid never fits worse than plain gd).
     gd_restarts : int
         Random restarts of that solve (the same ones plain gd runs with this seed), plus one more
         that starts at the pursuit estimate.
@@ -49,9 +50,9 @@ class HybridConfig:
         ``||A G(z) - y||^2 <= m sigma^2 (1 + accept)``, or relative residual <= 1e-9 when clean.
     """
 
-    gd_iter: int = 2000
-    gd_restarts: int = 3
-    lr: float = 0.05
+    gd_iter: int = GradientDescentConfig.n_iter
+    gd_restarts: int = GradientDescentConfig.restarts
+    lr: float = GradientDescentConfig.lr
     refit_iter: int = 8
     accept: float = 0.25
 

@@ -119,7 +119,8 @@ def test_run_gives_real_numbers_for_every_method(small):
     np.testing.assert_array_equal(info["map"], np.where(truth, 1, 0))  # all found, no false alarm
     gd = out.methods["gd"]
     h = gd.history
-    assert h["loss"].shape == (len(h["iterations"]), 3) and h["latent_error"].shape == h["loss"].shape
+    restarts = demo.method_options("gd")[[o["name"] for o in demo.method_options("gd")].index("restarts")]["default"]
+    assert h["loss"].shape == (len(h["iterations"]), restarts) and h["latent_error"].shape == h["loss"].shape
     assert h["frames"].shape == (len(h["frame_iterations"]), 96)
     assert h["frame_errors"][-1] == pytest.approx(gd.metrics["latent_error"], rel=1e-6)
     layers = out.layer_table()

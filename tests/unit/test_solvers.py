@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import geninv
 from geninv.solvers import reference
 from geninv.solvers.linear import lstsq_rows, nnls_rows
 
@@ -73,3 +74,27 @@ def test_basis_pursuit_and_lasso_references_run():
     x0[[2, 9]] = [1.0, -2.0]
     np.testing.assert_allclose(reference.basis_pursuit(a, a @ x0), x0, atol=1e-6)
     assert np.abs(reference.lasso(a, a @ x0, 0.01) - x0).max() < 0.05
+
+
+@pytest.mark.parametrize(
+    ("hidden", "output", "operator"),
+    [("relu", "identity", "mask"), ("leaky_relu", "sigmoid", "gaussian"), ("relu", "tanh", None)],
+)
+def test_gd_hand_written_gradient_equals_autograd(hidden, output, operator):
+    from geninv.inversion.gradient import _loss, _loss_and_grad
+
+    G = geninv.Generator.random([5, 20, 60], seed=1, bias=True, hidden=hidden, output=output)
+    z = G.sample_latent(4, seed=2)
+    if operator == "mask":
+        obs = geninv.observe(G, z, mask=geninv.masks.random_pixels(60, 0.4, seed=3))
+    elif operator == "gaussian":
+        obs = geninv.observe(G, z, operator=geninv.GaussianMatrix(30, 60, seed=4))
+    else:
+        obs = geninv.observe(G, z)
+    start = G.sample_latent(4, seed=5)
+    loss, grad = _loss_and_grad(G, obs, start, obs.y, 0.1)
+    za = start.clone().requires_grad_(True)
+    ref = _loss(G, obs, za, obs.y, 0.1)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), za)
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
