@@ -113,25 +113,34 @@ def performance_table(report: dict) -> str:
     elif "results" not in dash:
         lines.append(f"`bench_dashboard.py` failed (exit {dash['returncode']}); see `all.json`.")
     else:
-        lines += ["| measurement | value |", "|---|---:|"]
-        lines += [f"| {k} | {v} |" for k, v in _flatten(dash["results"]).items()]
+        res = dash["results"]
+        med, targets = res["median"], res["targets"]
+        lines += [
+            f"{res['case']}; median of {len(res['runs'])} runs, headless Chromium.",
+            "",
+            "| measurement | seconds | target |",
+            "|---|---:|---:|",
+        ]
+        for key, label in DASHBOARD_ROWS:
+            if key in med:
+                target = f"< {targets[key]:g} s" if key in targets else ""
+                lines.append(f"| {label} | {med[key]:.2f} | {target} |")
     lines += [
         "",
-        "The machine was shared with other work while this ran: absolute times are noisy; compare the ratios "
-        "within one run.",
+        "Absolute times depend on the machine and its load; compare the ratios within one run.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _flatten(d, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out |= _flatten(v, key + ".")
-        elif isinstance(v, (int, float, str, bool)) or v is None:
-            out[key] = f"{v:.4g}" if isinstance(v, float) else v
-    return out
+DASHBOARD_ROWS = (
+    ("server_ready_s", "`streamlit run` until `/_stcore/health` answers"),
+    ("first_paint_s", "start until the page title shows"),
+    ("first_render_s", "start until the first sample image shows"),
+    ("invert_library_s", "one sample, gd + every layer-wise method (`geninv.demo.run`)"),
+    ("gd_s", "… of which gd"),
+    ("invert_browser_s", "the same from a click on Run until the results are drawn"),
+    ("open_link_s", "opening a shared link until its results show"),
+)
 
 
 def main(argv=None) -> int:

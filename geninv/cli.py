@@ -15,7 +15,13 @@ from typing import Any
 EPILOG = "Generators: 'mnist' or 'random:20-128-392-784[:seed=0][:bias][:hidden=leaky_relu][:output=sigmoid]'."
 
 
+_last_shown = [-1.0]
+
+
 def _progress(fraction: float, message: str) -> bool:
+    if 0 < fraction < 1 and fraction - _last_shown[0] < 0.01:  # redraw at most every 1%
+        return True
+    _last_shown[0] = fraction if fraction < 1 else -1.0
     width = 30
     done = round(fraction * width)
     sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {100 * fraction:5.1f}%  {message[:60]:<60}")

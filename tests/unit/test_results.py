@@ -78,3 +78,17 @@ def test_table_labels_noise_and_adds_certificate_rates(tables):
 def test_table_rejects_no_records(tables):
     with pytest.raises(ValueError, match="'records'"):
         tables.markdown_table([])
+
+
+def test_readme_sections_are_spliced_between_markers():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "update_readme.py"
+    spec = importlib.util.spec_from_file_location("update_readme", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = "intro\n<!-- results:begin -->\nold\n<!-- results:end -->\noutro\n"
+    out = module.splice(readme, "results", module.demote("# Performance\n\n## Dashboard\n| a |"))
+    assert out == "intro\n<!-- results:begin -->\n## Performance\n\n### Dashboard\n| a |\n<!-- results:end -->\noutro\n"
+    with pytest.raises(SystemExit, match="performance:begin"):
+        module.splice(readme, "performance", "x")
+    real = (path.parents[1] / "README.md").read_text()
+    assert all(f"<!-- {name}:begin -->" in real for name in module.SECTIONS)
