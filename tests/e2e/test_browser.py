@@ -130,3 +130,26 @@ def test_invert_page_in_a_real_browser(app_url, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert shot.stat().st_size > 20_000
+
+
+def test_sweep_stop_button_keeps_the_records_so_far(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1200})
+        page.goto(f"{app_url}/sweep", timeout=60_000)
+        expect(page.get_by_text("Sweep a parameter")).to_be_visible(timeout=60_000)
+        page.get_by_label("Values (comma-separated; empty = the variable's defaults)").fill("0, 0.2, 0.4, 0.6")
+        page.get_by_label("Trials per value").fill("40")
+        page.get_by_role("button", name="Run sweep").click()
+        expect(page.get_by_text("%").first).to_be_visible(timeout=60_000)  # the progress bar has moved
+        expect(page.get_by_text("missing=0, latent-pursuit", exact=False).first).to_be_visible(timeout=60_000)
+        page.get_by_test_id("stMain").get_by_role("button", name="Stop").click()
+        stopped = page.get_by_text("Stopped:", exact=False)
+        expect(stopped).to_be_visible(timeout=60_000)
+        done, total = (int(w) for w in stopped.inner_text().split()[1:4:2])
+        assert 0 < done < total == 4 * 3 * 40  # 4 values x 3 default methods x 40 trials
+        expect(page.get_by_role("button", name="Resume")).to_be_visible()
+        assert page.get_by_test_id("stException").count() == 0
+        browser.close()
