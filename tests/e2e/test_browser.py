@@ -141,7 +141,7 @@ def test_sweep_stop_button_keeps_the_records_so_far(app_url):
         page.goto(f"{app_url}/sweep", timeout=60_000)
         expect(page.get_by_text("Sweep a parameter")).to_be_visible(timeout=60_000)
         page.get_by_label("Values (comma-separated; empty = the variable's defaults)").fill("0, 0.2, 0.4, 0.6")
-        page.get_by_label("Trials per value").fill("40")
+        page.get_by_label("Trials per value").fill("300")  # long enough to be stopped half-way
         page.get_by_role("button", name="Run sweep").click()
         expect(page.get_by_text("%").first).to_be_visible(timeout=60_000)  # the progress bar has moved
         expect(page.get_by_text("missing=0, latent-pursuit", exact=False).first).to_be_visible(timeout=60_000)
@@ -149,7 +149,7 @@ def test_sweep_stop_button_keeps_the_records_so_far(app_url):
         stopped = page.get_by_text("Stopped:", exact=False)
         expect(stopped).to_be_visible(timeout=60_000)
         done, total = (int(w) for w in stopped.inner_text().split()[1:4:2])
-        assert 0 < done < total == 4 * 3 * 40  # 4 values x 3 default methods x 40 trials
+        assert 0 < done < total == 4 * 3 * 300  # 4 values x 3 default methods x 300 trials
         expect(page.get_by_role("button", name="Resume")).to_be_visible()
         assert page.get_by_test_id("stException").count() == 0
         browser.close()
