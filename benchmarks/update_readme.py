@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {
     "results": ROOT / "docs" / "results" / "HEADLINE.md",
     "performance": ROOT / "benchmarks" / "results" / "PERFORMANCE.md",
+    "gpu": ROOT / "benchmarks" / "results" / "GPU.md",  # python3 benchmarks/gpu_report.py
 }
 
 
@@ -38,7 +39,7 @@ def main() -> int:
     readme = path.read_text()
     for name, source in SECTIONS.items():
         text = source.read_text()
-        readme = splice(readme, name, text if text.lstrip().startswith("## ") else demote(text))
+        readme = splice(readme, name, demote(text) if text.lstrip().startswith("# ") else text)
     path.write_text(readme)
     print(f"updated {path.relative_to(ROOT)}: {', '.join(SECTIONS)}")
     return 0
