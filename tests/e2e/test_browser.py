@@ -128,6 +128,15 @@ def test_invert_page_in_a_real_browser(app_url, tmp_path):
         assert "mask=custom" in page.url and "latent-pursuit" in page.url
         shot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shot), full_page=True)
+        # Replay: a click on a point of gd's convergence curve moves the iteration slider there.
+        slider = page.get_by_test_id("stSlider").filter(has_text="Iteration")
+        last = slider.inner_text().split()[1]
+        page.get_by_test_id("stPlotlyChart").first.locator(".scatterlayer .trace .points path").nth(5).click(force=True)
+        for _ in range(60):  # the value above the thumb (the text also holds the range's ends)
+            if slider.inner_text().split()[1] != last:
+                break
+            page.wait_for_timeout(500)
+        assert int(slider.inner_text().split()[1]) < int(last)
         browser.close()
     assert shot.stat().st_size > 20_000
 
