@@ -468,6 +468,12 @@ def figure(records: Sequence[dict[str, Any]], metric: str = "success_rate", *, t
         fig.update_yaxes(range=[-0.05, 1.05])
     if variable == "noise_db":
         fig.update_xaxes(type="category")
+    # Methods often tie (all at 100%): draw earlier traces wider so that none hides under another.
+    n = len(fig.data)
+    for k, trace in enumerate(fig.data):
+        trace.line.width = 2 + 1.5 * (n - 1 - k)
+        trace.marker.size = 5 + 1.5 * (n - 1 - k)
+        trace.opacity = 0.85
     return fig
 
 

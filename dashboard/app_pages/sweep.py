@@ -76,7 +76,8 @@ def _run(config: experiments.SweepConfig, *, fresh: bool) -> None:
     path = RECORDS_DIR / f"{config.key}.jsonl"
     if fresh:
         path.unlink(missing_ok=True)
-    st.button("⏹ Stop", key="sweep_stop", help="Stops after the task in flight; the records so far stay.")
+    stop = st.empty()
+    stop.button("⏹ Stop", key="sweep_stop", help="Stops after the task in flight; the records so far stay.")
     bar = st.progress(0.0, text="Starting…")
 
     def progress(fraction: float, message: str) -> bool:
@@ -88,6 +89,7 @@ def _run(config: experiments.SweepConfig, *, fresh: bool) -> None:
     except GeninvError as exc:
         st.error(f"The sweep failed: {exc}")
     bar.empty()
+    stop.empty()
 
 
 if start:

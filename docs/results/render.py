@@ -65,13 +65,7 @@ def build_figure(payload: dict, preset: str):
         fig.update_layout(legend_title="")
     if config["variable"] == "missing":
         fig.update_xaxes(tickformat=".0%")
-    # Methods often tie (all at 100%): draw earlier traces wider so that none hides under another.
-    n = len(fig.data)
-    for k, trace in enumerate(fig.data):
-        trace.line.width = 2 + 1.5 * (n - 1 - k)
-        trace.marker.size = 5 + 1.5 * (n - 1 - k)
-        trace.opacity = 0.85
-    return fig
+    return fig  # ties: experiments.figure already draws earlier traces wider
 
 
 def render(presets: Sequence[str], *, width: int, height: int, chromium: str, folder: Path = HERE) -> list[Path]:
