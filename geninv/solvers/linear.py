@@ -47,15 +47,26 @@ def lstsq_rows(
         # Every signal uses the same rows (a fixed mask): one factorization serves the batch.
         x1, det1 = _lstsq_shared(weight[rows[0]], (target * rows)[:, rows[0]], refine)
         return x1, det1.expand(batch).clone()
-    gram, a = masked_gram(weight, rows, cols, weights)
-    tt = target * rows.to(target.dtype)
-    if weights is not None:
-        tt = tt * weights
+    if cols is None and weights is None:
+        # Gather each signal's rows (padded with zero rows to the longest): the Gram costs
+        # rows x n^2 instead of m x n^2 (half, for a relu layer with half its units active).
+        k = int(rows.sum(-1).max())
+        order = torch.argsort((~rows).to(torch.int8), dim=-1, stable=True)[:, :k]
+        valid = torch.gather(rows, 1, order).to(weight.dtype)
+        a = weight.index_select(0, order.reshape(-1)).view(batch, k, n).mul_(valid.unsqueeze(-1))
+        gram = a.transpose(-1, -2) @ a
+        tt = torch.gather(target, 1, order) * valid
+    else:
+        gram, a = masked_gram(weight, rows, cols, weights)
+        tt = target * rows.to(target.dtype)
+        if weights is not None:
+            tt = tt * weights
     free = torch.ones(batch, n, dtype=torch.bool, device=weight.device) if cols is None else cols.bool()
     scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(weight.dtype).tiny)
     # Unknowns outside cols get a unit diagonal so the system stays non-singular.
     diag = (~free).to(weight.dtype) * scale.unsqueeze(-1)
-    gram = gram + torch.diag_embed(diag)
+    if cols is not None:
+        gram = gram + torch.diag_embed(diag)
     chol, info = torch.linalg.cholesky_ex(gram)
     determined = info == 0
     # A tiny ridge rescues the rank-deficient ones (they are reported as not determined).
