@@ -312,7 +312,22 @@ with tab_cert:
     )
     st.plotly_chart(figures.layer_errors(ok, outcome.certificate), width="stretch")
     cert_table = pd.DataFrame(outcome.layer_table())
-    st.dataframe(cert_table, hide_index=True, width="stretch")
+    labels = {
+        "layer": st.column_config.NumberColumn("recovers x_k (0 = z)"),
+        "cardinality": st.column_config.NumberColumn("non-zeros s"),
+        "rows": st.column_config.NumberColumn("equations"),
+        "expansion": st.column_config.NumberColumn("expansion", format="%.2f"),
+        "coherence": st.column_config.NumberColumn("coherence μ", format="%.3f"),
+        "spark_bound": st.column_config.NumberColumn("spark ≥ 1 + 1/μ", format="%.2f"),
+        "spark": st.column_config.NumberColumn("exact spark (blank: not computed)"),
+        "support_rank": st.column_config.NumberColumn("rank on support"),
+        "support_sigma_min": st.column_config.NumberColumn("σ_min on support", format="%.2e"),
+        "paper_unique": st.column_config.TextColumn("paper's condition"),
+        "lbp_guaranteed": st.column_config.CheckboxColumn("LBP guarantee"),
+        "identifiable": st.column_config.CheckboxColumn("identifiable"),
+    }
+    labels |= {c: st.column_config.NumberColumn(c, format="%.2e") for c in cert_table.columns if c.endswith(": error")}
+    st.dataframe(cert_table, hide_index=True, width="stretch", column_config=labels)
 
 # ---------------------------------------------------------------- export
 with tab_export:
