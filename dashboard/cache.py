@@ -21,10 +21,9 @@ def generator(spec: str):
 
 
 @st.cache_resource(max_entries=4, show_spinner="Checking the uploaded model…")
-def uploaded_generator(digest: str, arch: bytes, weights: bytes):
-    """An uploaded model (validated by geninv.io); ``digest`` keys the cache."""
-    del digest
-    return io.load_generator_bytes(arch, weights).double()
+def uploaded_generator(digest: str, _arch: bytes, _weights: bytes):
+    """An uploaded model (validated by geninv.io); ``digest`` keys the cache (the files are not hashed again)."""
+    return io.load_generator_bytes(_arch, _weights).double()
 
 
 def digest(*blobs: bytes) -> str:

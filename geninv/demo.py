@@ -25,6 +25,7 @@ from geninv._validation import check_choice, check_int, check_real, fail
 from geninv.errors import GeninvError, InvalidValueError
 from geninv.generator import Generator
 from geninv.observation import Observation, observe
+from geninv.viz import image_shape
 
 MASKS = ("none", "random", "box", "half", "custom")
 NOISES = ("none", "sigma", "snr")
@@ -98,7 +99,7 @@ class Corruption:
 
     def mask_array(self, n: int) -> np.ndarray | None:
         """The bool mask over ``n`` outputs (True = observed), or None when nothing is hidden."""
-        shape = _square(n)
+        shape = image_shape(n)
         if self.mask == "none":
             return None
         if self.mask == "random":
@@ -233,11 +234,6 @@ def _ints(name: str, text: str) -> list[int]:
         fail(name, "comma-separated integers", text)
 
 
-def _square(n: int) -> tuple[int, int] | None:
-    side = math.isqrt(n)
-    return (side, side) if side * side == n else None
-
-
 def pack_mask(mask: Any) -> str:
     """A bool mask as a short URL-safe string (bits packed, base64)."""
     bits = np.asarray(mask, dtype=bool).reshape(-1)
@@ -267,13 +263,13 @@ def method_options(method: str) -> list[dict[str, Any]]:
         default = f.default if f.default is not dataclasses.MISSING else None
         if default is None:  # automatic (plugin's step size) or an array (z_init): not a form field
             continue
-        kind = {bool: "bool", int: "int", float: "float", str: "choice"}.get(type(default), "float")
         choices = _CHOICES.get(f.name)
+        kind = {bool: "bool", int: "int", float: "float"}.get(type(default), "choice" if choices else "text")
         out.append(
             {
                 "name": f.name,
                 "default": default,
-                "kind": kind if choices or kind != "choice" else "text",
+                "kind": kind,
                 "choices": choices,
             }
         )
@@ -452,7 +448,7 @@ def run(
     return Outcome(
         experiment=experiment,
         widths=generator.widths,
-        image_shape=_square(generator.output_dim),
+        image_shape=image_shape(generator.output_dim),
         z=_np(obs.z_true[0]),
         x_true=_np(obs.x_true[0]),
         observed=_np(obs.operator.adjoint(obs.y)[0]),

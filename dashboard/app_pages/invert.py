@@ -36,7 +36,7 @@ if G is None:
     st.stop()
 shape = viz.image_shape(G.output_dim)
 clean = cache.sample(G, choice.key, latent_seed)
-corruption = controls.corruption_picker(G.output_dim)
+corruption, mask = controls.corruption_picker(G.output_dim)
 submitted, chosen, options, run_seed = controls.methods_form()
 st.sidebar.caption(f"Generator widths {' → '.join(map(str, G.widths))}; float64.")
 
@@ -51,12 +51,6 @@ def _caption_metrics(m: demo.MethodOutcome) -> str:
 
 
 # ---------------------------------------------------------------- the signal and its corruption
-mask = None
-if corruption is not None:
-    try:
-        mask = corruption.mask_array(G.output_dim)
-    except GeninvError as exc:
-        st.error(str(exc))
 cols = st.columns([1, 1, 2] if shape else [1])
 if shape:
     cols[0].image(_image(clean), caption=f"G(z), latent seed {latent_seed}", width=190)

@@ -115,8 +115,9 @@ def sample_picker() -> int:
     return int(c1.number_input("Latent seed", 0, 10**6, key=_init("latent_seed", 0)))
 
 
-def corruption_picker(n: int) -> demo.Corruption | None:
-    """Widgets for the mask and the noise; None (with an error shown) when the choice is invalid."""
+def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None]:
+    """Widgets for the mask and the noise: the corruption and its mask (None when nothing is hidden);
+    ``(None, None)``, with an error shown, when the choice is invalid."""
     st.sidebar.subheader("3 · Corruption")
     shape = viz.image_shape(n)
     kinds = MASK_KINDS if shape else ("none", "random", "upload")
@@ -144,16 +145,16 @@ def corruption_picker(n: int) -> demo.Corruption | None:
                 st.session_state["custom_mask"] = demo.pack_mask(m)
             except GeninvError as exc:
                 st.sidebar.error(f"Mask upload: {exc}")
-                return None
+                return None, None
         if not st.session_state.get("custom_mask"):
             st.sidebar.info("Upload a mask to use it.")
-            return None
+            return None, None
         fields["custom"] = st.session_state["custom_mask"]
     elif kind == "draw" and shape:
         st.sidebar.caption("Paint the pixels to hide on the canvas under the sample (main panel).")
         drawn = st.session_state.get("drawn_mask")
         if drawn is None:
-            return demo.Corruption()  # nothing drawn yet: nothing hidden
+            return demo.Corruption(), None  # nothing drawn yet: nothing hidden
         fields["custom"] = drawn
 
     noise = st.sidebar.selectbox("Noise", NOISE_KINDS, key="noise_kind", format_func=NOISE_LABELS.get)
@@ -166,14 +167,14 @@ def corruption_picker(n: int) -> demo.Corruption | None:
         fields["noise_seed"] = int(st.sidebar.number_input("Noise seed", 0, 10**6, key=_init("noise_seed", 0)))
     try:
         corruption = demo.Corruption(**fields)
-        m = corruption.mask_array(n)
+        mask = corruption.mask_array(n)
     except GeninvError as exc:
         st.sidebar.error(str(exc))
-        return None
-    if m is not None and not m.any():
+        return None, None
+    if mask is not None and not mask.any():
         st.sidebar.error("This mask hides every pixel: nothing is observed, so nothing can be recovered.")
-        return None
-    return corruption
+        return None, None
+    return corruption, mask
 
 
 def canvas_panel(clean: np.ndarray, shape: tuple[int, int]) -> None:

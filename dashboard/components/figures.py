@@ -23,6 +23,20 @@ METHOD_COLOURS = {
 }
 
 
+VERDICTS = (
+    ("identifiable", "identifiable (exact rank)", "#2e9e5b"),
+    ("paper_unique_holds", "paper's condition holds", "#4c72b0"),
+    ("lbp_guaranteed", "LBP coherence guarantee", "#dd8452"),
+)
+"""Certificate verdicts as (summary key, legend name, colour)."""
+
+
+def _layout(fig: go.Figure, height: int, *, top: int = 10, **layout: Any) -> go.Figure:
+    """The shared look: white template, tight margins, ``height`` pixels."""
+    fig.update_layout(template=TEMPLATE, height=height, margin={"l": 10, "r": 10, "t": top, "b": 10}, **layout)
+    return fig
+
+
 def colour(method: str) -> str:
     return METHOD_COLOURS.get(method, "#777777")
 
@@ -70,16 +84,9 @@ def convergence(history: dict[str, Any], method: str, *, marker: int | None = No
     fig.update_xaxes(title_text="iteration")
     if marker is not None:
         fig.add_vline(x=marker, line={"color": "#d6453d", "dash": "dot"})
-    fig.update_layout(
-        template=TEMPLATE,
-        height=320,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        title=None,
-        legend={"orientation": "h", "y": -0.25},
-        clickmode="event+select",
+    return _layout(
+        fig, 320, top=40, legend={"orientation": "h", "y": -0.25}, clickmode="event+select", meta={"method": method}
     )
-    fig.update_layout(meta={"method": method})
-    return fig
 
 
 def pursuit_steps(steps_by_method: dict[str, list[dict[str, Any]]]) -> go.Figure:
@@ -110,14 +117,7 @@ def pursuit_steps(steps_by_method: dict[str, list[dict[str, Any]]]) -> go.Figure
         )
     fig.update_yaxes(type="log", exponentformat="power")
     fig.update_xaxes(title_text="step (recovered layer, in order)")
-    fig.update_layout(
-        template=TEMPLATE,
-        height=320,
-        barmode="group",
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "y": -0.3},
-    )
-    return fig
+    return _layout(fig, 320, top=40, barmode="group", legend={"orientation": "h", "y": -0.3})
 
 
 def _layer_label(layer: int) -> str:
@@ -143,14 +143,7 @@ def support_scores(layers_by_method: dict[str, list[dict[str, Any]]]) -> go.Figu
                 textposition="outside",
             )
     fig.update_yaxes(range=[0, 1.12])
-    fig.update_layout(
-        template=TEMPLATE,
-        height=320,
-        barmode="group",
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "y": -0.2},
-    )
-    return fig
+    return _layout(fig, 320, top=40, barmode="group", legend={"orientation": "h", "y": -0.2})
 
 
 def support_map(maps: dict[str, np.ndarray], layer: int) -> go.Figure:
@@ -175,14 +168,8 @@ def support_map(maps: dict[str, np.ndarray], layer: int) -> go.Figure:
             ygap=2,
         )
     )
-    fig.update_layout(
-        template=TEMPLATE,
-        height=90 + 36 * len(names),
-        margin={"l": 10, "r": 10, "t": 36, "b": 10},
-        title=f"support of {_layer_label(layer)} (unit by unit)",
-        xaxis_title="unit",
-    )
-    return fig
+    title = f"support of {_layer_label(layer)} (unit by unit)"
+    return _layout(fig, 90 + 36 * len(names), top=36, title=title, xaxis_title="unit")
 
 
 def layer_errors(outcome_methods: dict[str, Any], certificate: list[dict[str, Any]]) -> go.Figure:
@@ -208,8 +195,7 @@ def layer_errors(outcome_methods: dict[str, Any], certificate: list[dict[str, An
         )
     fig.update_yaxes(type="log", exponentformat="power", title="relative error of the layer")
     fig.update_xaxes(title="recovery step (output → z)")
-    fig.update_layout(template=TEMPLATE, height=380, margin={"l": 10, "r": 10, "t": 90, "b": 10})
-    return fig
+    return _layout(fig, 380, top=90)
 
 
 def layer_state(estimate: np.ndarray, truth: np.ndarray, layer: int) -> go.Figure:
@@ -219,15 +205,10 @@ def layer_state(estimate: np.ndarray, truth: np.ndarray, layer: int) -> go.Figur
     fig = go.Figure()
     fig.add_scatter(x=units, y=tru, mode="markers", name="true", marker={"color": "#bbbbbb", "size": 8})
     fig.add_scatter(x=units, y=est, mode="markers", name="estimate", marker={"color": "#d6453d", "size": 4})
-    fig.update_layout(
-        template=TEMPLATE,
-        height=260,
-        margin={"l": 10, "r": 10, "t": 36, "b": 10},
-        title=f"{_layer_label(layer)}: estimate vs truth",
-        xaxis_title="unit",
-        legend={"orientation": "h", "y": 1.15, "x": 0.6},
+    legend = {"orientation": "h", "y": 1.15, "x": 0.6}
+    return _layout(
+        fig, 260, top=36, title=f"{_layer_label(layer)}: estimate vs truth", xaxis_title="unit", legend=legend
     )
-    return fig
 
 
 def signal_line(signals: dict[str, np.ndarray], mask: np.ndarray | None = None) -> go.Figure:
@@ -245,10 +226,7 @@ def signal_line(signals: dict[str, np.ndarray], mask: np.ndarray | None = None) 
                 name="hidden",
                 marker={"color": "#d6453d", "size": 4, "symbol": "x"},
             )
-    fig.update_layout(
-        template=TEMPLATE, height=280, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="coordinate"
-    )
-    return fig
+    return _layout(fig, 280, xaxis_title="coordinate")
 
 
 def verdict_fractions(summary: list[dict[str, Any]]) -> go.Figure:
@@ -256,11 +234,7 @@ def verdict_fractions(summary: list[dict[str, Any]]) -> go.Figure:
     steps = [r for r in summary if r["layer"] != "all"]
     labels = [_layer_label(int(r["layer"])) for r in steps]
     fig = go.Figure()
-    for key, name, c in (
-        ("identifiable", "identifiable (exact rank)", "#2e9e5b"),
-        ("paper_unique_holds", "paper's condition holds", "#4c72b0"),
-        ("lbp_guaranteed", "LBP coherence guarantee", "#dd8452"),
-    ):
+    for key, name, c in VERDICTS:
         fig.add_bar(
             x=labels,
             y=[r[key] for r in steps],
@@ -271,33 +245,16 @@ def verdict_fractions(summary: list[dict[str, Any]]) -> go.Figure:
         )
     fig.update_yaxes(range=[0, 1.15], title="fraction of samples")
     fig.update_xaxes(title="recovery step (output → z)")
-    fig.update_layout(
-        template=TEMPLATE,
-        height=330,
-        barmode="group",
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        legend={"orientation": "h", "y": -0.3},
-    )
-    return fig
+    return _layout(fig, 330, barmode="group", legend={"orientation": "h", "y": -0.3})
 
 
 def expansion_curve(rows: list[dict[str, Any]]) -> go.Figure:
     """Fraction of samples identifiable (all steps) against the expansion ratio."""
     fig = go.Figure()
     xs = [r["ratio"] for r in rows]
-    for key, name, c in (
-        ("identifiable", "identifiable (exact rank)", "#2e9e5b"),
-        ("paper_unique_holds", "paper's condition holds", "#4c72b0"),
-        ("lbp_guaranteed", "LBP coherence guarantee", "#dd8452"),
-    ):
+    for key, name, c in VERDICTS:
         fig.add_scatter(x=xs, y=[r[key] for r in rows], mode="lines+markers", name=name, line={"color": c})
     fig.add_vline(x=2, line={"dash": "dot", "color": "#999"}, annotation_text="ratio 2")
     fig.update_yaxes(range=[-0.05, 1.05], title="fraction of samples")
     fig.update_xaxes(title="expansion ratio r (widths 20, 20r, 20r², 20r³)")
-    fig.update_layout(
-        template=TEMPLATE,
-        height=330,
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        legend={"orientation": "h", "y": -0.3},
-    )
-    return fig
+    return _layout(fig, 330, legend={"orientation": "h", "y": -0.3})

@@ -21,6 +21,7 @@ from geninv.errors import ConvergenceWarning, UnsupportedError
 from geninv.generator import Generator
 from geninv.inversion.result import History, InversionResult, LayerStep, Status
 from geninv.observation import GaussianMatrix, Observation
+from geninv.solvers.linear import rows_shared
 
 CHUNK = 128
 
@@ -148,8 +149,7 @@ def sweep(
             problem = hidden_problem(generator, layer, estimates[layer + 1], noise)
         xs, oks, names = [], [], set()
         # Rows shared by the whole batch (a fixed mask) are factorised once: no chunking then.
-        shared = bool((problem.rows == problem.rows[:1]).all()) and problem.row_weights is None
-        chunk = obs.batch_size if shared else CHUNK
+        chunk = obs.batch_size if rows_shared(problem.rows, problem.row_weights) else CHUNK
         for lo in range(0, obs.batch_size, chunk):
             sub = _slice(problem, slice(lo, lo + chunk))
             x, name, ok = solve(sub)

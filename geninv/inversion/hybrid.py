@@ -95,11 +95,11 @@ def run_hybrid(generator, obs, config: HybridConfig, *, seed: int = 0, progress=
             z = torch.zeros(obs.batch_size, generator.latent_dim, dtype=generator.dtype, device=generator.device)
     if progress is not None:
         progress(0.2, "hybrid: layer-wise pass done")
+    noisy = obs.noise_sigma.to(z.device) > 0
     if config.refit_iter and generator.n_layers > 0:
         # Only where the pursuit did not already fit exactly (clean signals solved to ~1e-15 skip it:
         # the refit was 60% of the hybrid's time on a clean batch).
-        todo = torch.nonzero(~_settled(generator, obs, z, config.accept) | (obs.noise_sigma.to(z.device) > 0))
-        idx = todo.flatten()
+        idx = torch.nonzero(~_settled(generator, obs, z, config.accept) | noisy).flatten()
         if idx.numel():
             sub = _take(obs, idx)
             z_ref = refit(generator, sub, z[idx], n_iter=config.refit_iter)
@@ -107,7 +107,7 @@ def run_hybrid(generator, obs, config: HybridConfig, *, seed: int = 0, progress=
             z[idx] = torch.where(better.unsqueeze(-1), z_ref, z[idx])
     # With noise a settled fit can still be a worse local minimum than plain restarts find, so
     # noisy signals always get the joint solve (FINDINGS.md: keep the lower loss of both).
-    settled = _settled(generator, obs, z, config.accept) & (obs.noise_sigma.to(z.device) == 0)
+    settled = _settled(generator, obs, z, config.accept) & ~noisy
     history = None
     n_joint = int((~settled).sum())
     if n_joint:
