@@ -154,8 +154,9 @@ def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None
         st.sidebar.caption("Paint the pixels to hide on the canvas under the sample (main panel).")
         drawn = st.session_state.get("drawn_mask")
         if drawn is None:
-            return demo.Corruption(), None  # nothing drawn yet: nothing hidden
-        fields["custom"] = drawn
+            fields["mask"] = "none"  # nothing drawn yet: nothing hidden, but the noise still applies
+        else:
+            fields["custom"] = drawn
 
     noise = st.sidebar.selectbox("Noise", NOISE_KINDS, key="noise_kind", format_func=NOISE_LABELS.get)
     fields["noise"] = noise
