@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from geninv import masks
+from geninv._random import derive
 from geninv._validation import check_choice, check_int, check_real, fail
 from geninv.errors import InvalidValueError
 from geninv.generator import Generator
@@ -169,17 +170,19 @@ def _generator_for(config: SweepConfig, value: float) -> Generator:
 
 
 def _observation(config: SweepConfig, gen: Generator, value: float, index: int) -> Observation:
-    z = gen.sample_latent(config.trials, seed=config.seed + 1000 * index)
+    # Each value gets its own signals, mask and noise; every stream is derived from (seed, purpose, value).
+    seed = derive(config.seed, "sweep", index)
+    z = gen.sample_latent(config.trials, seed=seed)
     n = gen.output_dim
     if config.variable == "missing":
-        mask = masks.random_pixels(n, value, seed=config.seed + index) if value > 0 else None
+        mask = masks.random_pixels(n, value, seed=seed) if value > 0 else None
         return observe(gen, z, mask=mask)
     if config.variable == "box":
         mask = masks.center_box(n, int(value)) if value > 0 else None
         return observe(gen, z, mask=mask)
     if config.variable == "noise_db":
         snr = None if value >= CLEAN_DB else value
-        return observe(gen, z, snr_db=snr, seed=config.seed + index)
+        return observe(gen, z, snr_db=snr, seed=seed)
     return observe(gen, z)
 
 

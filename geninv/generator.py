@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geninv._random import torch_generator
 from geninv._validation import as_tensor, check_choice, check_int, check_real, fail
 from geninv.errors import ShapeError
 
@@ -280,8 +281,7 @@ class Generator(nn.Module):
         float64 by default: exact recovery is checked to ~1e-12 and float32 hides it.
         """
         widths = _check_widths(widths)
-        seed = check_int("seed", seed, low=0)
-        rng = torch.Generator().manual_seed(seed)
+        rng = torch_generator(seed, "weights")
         weights, biases = [], []
         for n_in, n_out in itertools.pairwise(widths):
             scale = 1.0 / math.sqrt(n_in)
@@ -426,11 +426,7 @@ class Generator(nn.Module):
     def sample_latent(self, n: int, *, seed: int | None = None) -> torch.Tensor:
         """``n`` latents from N(0, I) of shape (n, n_0), reproducible from ``seed``."""
         n = check_int("n", n, low=1)
-        rng = torch.Generator()
-        if seed is None:
-            rng.seed()
-        else:
-            rng.manual_seed(check_int("seed", seed, low=0))
+        rng = torch_generator(seed, "latent")
         z = torch.randn(n, self.latent_dim, generator=rng, dtype=torch.float64)
         return z.to(dtype=self.dtype, device=self.device)
 

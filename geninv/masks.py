@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from geninv._random import numpy_generator
 from geninv._validation import check_choice, check_int, check_real, fail
 from geninv.errors import InvalidMaskError
 
@@ -64,7 +65,7 @@ def random_pixels(n: int, missing: float, *, seed: int = 0) -> np.ndarray:
     n = check_int("n", n, low=1)
     missing = check_real("missing", missing, low=0.0, high=1.0, high_open=True)
     k = round(missing * n)
-    rng = np.random.default_rng(check_int("seed", seed, low=0))
+    rng = numpy_generator(seed, "mask")
     mask = np.ones(n, dtype=bool)
     mask[rng.choice(n, size=k, replace=False)] = False
     return validate(mask, n)

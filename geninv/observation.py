@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from geninv import masks as _masks
+from geninv._random import torch_generator
 from geninv._validation import as_tensor, check_int, check_real, fail
 from geninv.errors import InvalidMaskError, ShapeError
 from geninv.generator import Generator, Trace
@@ -117,8 +118,7 @@ class GaussianMatrix:
     def __post_init__(self) -> None:
         check_int("m", self.m, low=1)
         check_int("n", self.n, low=1)
-        check_int("seed", self.seed, low=0)
-        rng = torch.Generator().manual_seed(self.seed)
+        rng = torch_generator(self.seed, "measurement")
         a = torch.randn(self.m, self.n, generator=rng, dtype=torch.float64) / math.sqrt(self.m)
         object.__setattr__(self, "matrix", a)
 
@@ -154,11 +154,7 @@ class GaussianNoise:
     sigma: torch.Tensor
 
     def sample(self, shape: torch.Size, *, seed: int | None, dtype: torch.dtype, device: Any) -> torch.Tensor:
-        rng = torch.Generator()
-        if seed is None:
-            rng.seed()
-        else:
-            rng.manual_seed(check_int("seed", seed, low=0))
+        rng = torch_generator(seed, "noise")
         e = torch.randn(shape, generator=rng, dtype=torch.float64).to(dtype=dtype, device=device)
         return e * self.sigma.to(dtype=dtype, device=device).unsqueeze(-1)
 
