@@ -2,33 +2,61 @@
 
 Step k recovers ``x_k`` (k = L-1 .. 0; ``x_0 = z``) from the equations that layer k+1 gives:
 ``W_{k+1}[rows] x_k + b[rows] = target[rows]`` and, where the layer above is a relu, the
-inequalities ``W_{k+1}[off] x_k + b[off] <= 0`` on its inactive units. A method supplies one
-function that solves a step; the sweep prepares targets, thresholds supports and records steps.
+inequalities ``W_{k+1}[off] x_k + b[off] <= bound`` on its inactive units. A method supplies one
+function that solves a step; the sweep prepares targets, decides supports and records steps.
+
+With noise every step knows how uncertain its targets are. The output step weights each pixel by
+the activation's slope (an error ``e`` in ``y`` is ``e / phi'`` after the inverse sigmoid), so its
+weighted targets carry the pixel noise ``sigma``. Each later step whitens its targets with the
+standard deviation of the estimate above (``sigma`` times the least-squares gain of the step that
+produced it), and decides the support on that scale: units clearly above ``threshold`` standard
+deviations give equations, units at zero give inequalities with a slack of the same size, and the
+undecided ones in between give neither. A final joint refit of z (Gauss-Newton, first on the
+pattern the sweep found, then with pattern updates) pays only the end-to-end noise gain instead of
+the product of the steps' gains (see :mod:`geninv.inversion.oracle`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from geninv.errors import ConvergenceWarning, UnsupportedError
+from geninv.errors import UnsupportedError
 from geninv.generator import Generator
 from geninv.inversion.result import History, InversionResult, LayerStep, Status
+from geninv.inversion.status import data_fit, statuses, warn_unfit
 from geninv.observation import GaussianMatrix, Observation
-from geninv.solvers.linear import rows_shared
+from geninv.solvers.linear import rows_shared, support_gain
 
 CHUNK = 128
 
 
 @dataclass(frozen=True)
 class StepProblem:
-    """One layer's problem, batched: ``weight`` (m, n), ``bias`` (m,) or None, per-signal masks (B, m)."""
+    """One layer's problem, batched.
+
+    Attributes
+    ----------
+    layer : int
+        The recovered layer (0 = z).
+    weight : Tensor (m, n); bias : Tensor (m,) or None
+    target : Tensor (B, m)
+        Right-hand sides on ``rows``; on ``off_rows`` the upper bound of ``W x + b``.
+    rows, off_rows : bool Tensor (B, m)
+        Equations and inequalities per signal.
+    row_weights : Tensor (B, m) or None
+        Row scaling (slope of the output activation, or the inverse standard deviation of a noisy
+        target), applied to both sides of the equations.
+    nonneg : bool
+        The unknown is the output of a relu (so ``x >= 0``).
+    noise : Tensor (B,)
+        Standard deviation of the weighted targets' errors (0 when clean).
+    """
 
     layer: int
     weight: torch.Tensor
@@ -38,7 +66,7 @@ class StepProblem:
     off_rows: torch.Tensor
     row_weights: torch.Tensor | None
     nonneg: bool
-    noise: torch.Tensor  # (B,) noise level on the targets (0 when clean)
+    noise: torch.Tensor
 
     @property
     def shifted_target(self) -> torch.Tensor:
@@ -53,23 +81,31 @@ class StepProblem:
 StepSolver = Callable[[StepProblem], tuple[torch.Tensor, str, torch.Tensor]]
 
 
-def support_threshold(x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Entries above this are in the support: sqrt(eps) of the layer's scale.
+def support_threshold(x: torch.Tensor) -> torch.Tensor:
+    """Clean support threshold: sqrt(eps) of the layer's scale.
 
     Exact solves reach ~1e-15 and the NNLS path ~1e-12 (float64); true non-zeros are rarely below
     1e-8 of the largest entry, so sqrt(eps) separates them with margin on both sides.
     """
     scale = x.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    return scale * math.sqrt(torch.finfo(x.dtype).eps) + 0 * noise.unsqueeze(-1)
+    return scale * math.sqrt(torch.finfo(x.dtype).eps)
 
 
-def output_problem(generator: Generator, obs: Observation, *, saturation_tol: float = 1e-6) -> StepProblem:
+def _nonneg(generator: Generator, layer: int) -> bool:
+    """``x_layer`` is a relu output (z and leaky-relu layers are signed)."""
+    return layer > 0 and generator.activation(layer - 1).sparse
+
+
+def output_problem(
+    generator: Generator, obs: Observation, *, saturation_tol: float = 1e-6, threshold: float = 2.0
+) -> StepProblem:
     """The last layer's equations: undo the output activation on the usable observed coordinates."""
     last = generator.n_layers - 1
     act = generator.activation(last)
     weight, bias = generator.weight(last), generator.bias(last)
     y = obs.y.to(generator.dtype)
-    sigma = obs.noise_sigma.to(generator.dtype)
+    sigma = obs.noise_sigma.to(y)
+    nonneg = _nonneg(generator, last)
     if isinstance(obs.operator, GaussianMatrix):
         if act.name != "identity":
             raise UnsupportedError(
@@ -78,52 +114,153 @@ def output_problem(generator: Generator, obs: Observation, *, saturation_tol: fl
             )
         a = obs.operator.matrix.to(dtype=generator.dtype, device=generator.device)
         rows = torch.ones_like(y, dtype=torch.bool)
-        return StepProblem(
-            last, a @ weight, None if bias is None else a @ bias, y, rows, ~rows, None, generator.n_layers > 1, sigma
-        )
+        return StepProblem(last, a @ weight, None if bias is None else a @ bias, y, rows, ~rows, None, nonneg, sigma)
     full = obs.operator.adjoint(y)
     observed = torch.from_numpy(np.array(obs.operator.mask)).to(generator.device)
     rows = observed.expand_as(full).clone()
     off = torch.zeros_like(rows)
     row_weights = None
+    noisy = (sigma > 0).unsqueeze(-1)
+    slack = threshold * sigma.unsqueeze(-1)
     if act.name == "relu":
-        thr = torch.maximum(3 * sigma, torch.full_like(sigma, 0.0)).unsqueeze(-1)
-        pos = full > thr
-        off = rows & ~pos & (sigma.unsqueeze(-1) == 0)
+        # Clearly positive pixels give equations; the others say pre <= slack (0 when clean).
+        pos = full > slack
+        off = rows & ~pos
         rows &= pos
-        target = full
+        target = torch.where(off, slack.expand_as(full), full)
     elif act.name in ("sigmoid", "tanh"):
         lo, hi = act.bounds
-        tol = torch.maximum(torch.full_like(sigma, saturation_tol), 3 * sigma).unsqueeze(-1)
-        usable = rows & (full - lo > tol) & (hi - full > tol)
-        # Pixels saturated at the lower bound still say pre <= phi^{-1}(lo + tol): an inequality.
-        off = rows & (full - lo <= tol)
-        rows = usable
-        target = act.inverse(full, eps=saturation_tol)
-        floor = act.inverse(torch.full_like(full, lo) + tol, eps=saturation_tol)
-        target = torch.where(off, floor, target)
-        if bool((sigma > 0).any()):
-            # Weighted in pixel space: an error e in y is e / phi'(pre) after the inverse.
-            row_weights = act.derivative(target).clamp_min(1e-12)
+        tol = torch.full_like(full, saturation_tol)
+        clipped = torch.minimum(torch.maximum(full, lo + tol), hi - tol)
+        target = act.inverse(clipped, eps=saturation_tol)
+        # Clean: pixels at saturation carry only an inequality (pre <= phi^{-1}(lo + tol) at the lower
+        # bound). Noisy: every observed pixel is an equation weighted by the slope, so a pixel near
+        # saturation, whose inverse the noise makes meaningless, weighs next to nothing.
+        saturated = rows & ((full - lo <= tol) | (hi - full <= tol)) & ~noisy
+        off = saturated & (full - lo <= tol)
+        rows &= ~saturated
+        if bool(noisy.any()):
+            row_weights = act.derivative(target).clamp_min(torch.finfo(y.dtype).tiny)
+            row_weights = torch.where(noisy, row_weights, torch.ones_like(row_weights))
     else:
-        target = act.inverse(full) if act.invertible else full
+        target = full
     target = torch.where(rows | off, target, torch.zeros_like(target))
-    return StepProblem(last, weight, bias, target, rows, off, row_weights, generator.n_layers > 1, sigma)
+    return StepProblem(last, weight, bias, target, rows, off, row_weights, nonneg, sigma)
 
 
-def hidden_problem(generator: Generator, layer: int, x_above: torch.Tensor, noise: torch.Tensor) -> StepProblem:
-    """Equations on ``x_layer`` given the estimate of ``x_{layer+1}`` (a hidden layer)."""
+def hidden_problem(
+    generator: Generator,
+    layer: int,
+    x_above: torch.Tensor,
+    spread: torch.Tensor | None = None,
+    *,
+    threshold: float = 2.0,
+) -> StepProblem:
+    """Equations on ``x_layer`` given the estimate of ``x_{layer+1}`` (a hidden layer).
+
+    ``spread`` (B, n_{layer+1}) is the standard deviation of that estimate's errors (None or zeros:
+    clean). Noisy targets are whitened by it, so the weighted problem has unit noise.
+    """
     act = generator.activation(layer)
+    batch = x_above.shape[0]
+    noisy = torch.zeros(batch, dtype=torch.bool, device=x_above.device)
+    if spread is not None:
+        noisy = (spread > 0).any(-1)
+    tiny = torch.finfo(x_above.dtype).tiny
+    if spread is not None and bool(noisy.any()):
+        # Undetermined entries (no gain computed) borrow the layer's typical spread.
+        typical = (spread.sum(-1) / (spread > 0).sum(-1).clamp_min(1)).unsqueeze(-1)
+        spread = torch.where(spread > 0, spread, typical)
     if act.sparse:
-        thr = support_threshold(x_above, noise)
-        rows = x_above > thr
-        off = ~rows
-        target = torch.where(rows, x_above, torch.zeros_like(x_above))
+        clean_rows = x_above > support_threshold(x_above)
+        if spread is None or not bool(noisy.any()):
+            rows, off = clean_rows, ~clean_rows
+            target = torch.where(rows, x_above, torch.zeros_like(x_above))
+            weights = None
+        else:
+            clear = _clearly_active(x_above, spread, threshold, generator.weight(layer).shape[1])
+            zero = x_above <= 0
+            rows = torch.where(noisy.unsqueeze(-1), clear, clean_rows)
+            off = torch.where(noisy.unsqueeze(-1), zero, ~clean_rows)
+            bound = torch.where(noisy.unsqueeze(-1), threshold * spread, torch.zeros_like(spread))
+            target = torch.where(rows, x_above, torch.where(off, bound, torch.zeros_like(x_above)))
+            weights = torch.where(noisy.unsqueeze(-1), 1 / spread.clamp_min(tiny), torch.ones_like(spread))
     else:
         rows = torch.ones_like(x_above, dtype=torch.bool)
         off = torch.zeros_like(rows)
         target = act.inverse(x_above)
-    return StepProblem(layer, generator.weight(layer), generator.bias(layer), target, rows, off, None, layer > 0, noise)
+        weights = None
+        if spread is not None and bool(noisy.any()):
+            # A negative leaky unit's pre-activation is x / slope: its error is spread / slope.
+            slope = torch.where(x_above >= 0, torch.ones_like(x_above), torch.full_like(x_above, act.negative_slope))
+            weights = torch.where(noisy.unsqueeze(-1), slope / spread.clamp_min(tiny), torch.ones_like(spread))
+    noise = noisy.to(x_above.dtype)  # unit noise after whitening
+    return StepProblem(
+        layer,
+        generator.weight(layer),
+        generator.bias(layer),
+        target,
+        rows,
+        off,
+        weights,
+        _nonneg(generator, layer),
+        noise,
+    )
+
+
+def _clearly_active(x: torch.Tensor, spread: torch.Tensor, threshold: float, needed: int) -> torch.Tensor:
+    """Units more than ``threshold`` standard deviations above zero; where that leaves fewer than
+    ``needed`` equations (the unknowns of the next step), the ``needed`` positive units with the
+    highest ratio to their standard deviation instead, so that no step is starved of equations."""
+    score = x / spread.clamp_min(torch.finfo(x.dtype).tiny)
+    clear = score > threshold
+    short = clear.sum(-1) < needed
+    if bool(short.any()):
+        k = min(needed, x.shape[-1])
+        kth = score.topk(k, dim=-1).values[:, -1:]
+        top = (score >= kth) & (x > 0)
+        clear = torch.where(short.unsqueeze(-1), clear | top, clear)
+    return clear
+
+
+def _estimate_spread(problem: StepProblem, x: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of each entry of a noisy step's estimate (zeros for clean signals)."""
+    noisy = problem.noise > 0
+    spread = torch.zeros_like(x)
+    if not bool(noisy.any()):
+        return spread
+    idx = torch.nonzero(noisy).flatten()
+    rows = problem.rows[idx]
+    weights = None if problem.row_weights is None else problem.row_weights[idx]
+    # Least squares on every column where the rows determine them (that is the estimate a noisy
+    # determined step takes); on the found support where they do not (non-negative least squares).
+    determined = rows.sum(-1) >= problem.n
+    gain = torch.zeros_like(x[idx])
+    if bool(determined.all()):
+        gain = support_gain(problem.weight, rows, None, weights)
+    else:
+        cols = x[idx] > 0 if problem.nonneg else torch.ones_like(x[idx], dtype=torch.bool)
+        cols = cols | determined.unsqueeze(-1)
+        gain = support_gain(problem.weight, rows, cols, weights)
+    spread[idx] = gain * problem.noise[idx].unsqueeze(-1)
+    return spread
+
+
+def estimated_pattern(
+    generator: Generator, estimates: dict[int, torch.Tensor], spreads: dict[int, torch.Tensor], threshold: float
+) -> tuple[torch.Tensor, ...]:
+    """Hidden supports the sweep found: relu units clearly active (clean: above sqrt(eps) of the
+    scale), leaky units on the positive side."""
+    pattern = []
+    for k in range(1, generator.n_layers):
+        x = estimates[k]
+        if generator.activation(k - 1).sparse:
+            clean = x > support_threshold(x)
+            noisy_thr = threshold * spreads[k]
+            pattern.append(torch.where((spreads[k] > 0).any(-1, keepdim=True), x > noisy_thr, clean))
+        else:
+            pattern.append(x > 0)
+    return tuple(pattern)
 
 
 def sweep(
@@ -135,18 +272,26 @@ def sweep(
     options: dict,
     progress=None,
     saturation_tol: float = 1e-6,
+    threshold: float = 2.0,
+    refit_iter: int = 0,
 ) -> InversionResult:
-    """Run the backward sweep with ``solve`` on every step; returns the method's result."""
+    """Run the backward sweep with ``solve`` on every step; returns the method's result.
+
+    ``refit_iter > 0``: signals whose sweep estimate does not fit the data (all noisy signals, and
+    clean ones with a wrong or undetermined step) get the joint refit of z.
+    """
+    from geninv.inversion.oracle import refit, refit_on_pattern
+
     start = time.perf_counter()
     estimates: dict[int, torch.Tensor] = {}
+    spreads: dict[int, torch.Tensor] = {}
     steps: list[LayerStep] = []
     ok_all = torch.ones(obs.batch_size, dtype=torch.bool, device=generator.device)
-    problem = output_problem(generator, obs, saturation_tol=saturation_tol)
-    noise = problem.noise
+    problem = output_problem(generator, obs, saturation_tol=saturation_tol, threshold=threshold)
     for layer in range(generator.n_layers - 1, -1, -1):
         t0 = time.perf_counter()
         if layer < generator.n_layers - 1:
-            problem = hidden_problem(generator, layer, estimates[layer + 1], noise)
+            problem = hidden_problem(generator, layer, estimates[layer + 1], spreads[layer + 1], threshold=threshold)
         xs, oks, names = [], [], set()
         # Rows shared by the whole batch (a fixed mask) are factorised once: no chunking then.
         chunk = obs.batch_size if rows_shared(problem.rows, problem.row_weights) else CHUNK
@@ -158,19 +303,20 @@ def sweep(
             names.add(name)
         x = torch.cat(xs)
         ok = torch.cat(oks)
-        if problem.nonneg and generator.activation(layer - 1).sparse:
+        if problem.nonneg:
             x = x.clamp_min(0)
         estimates[layer] = x
+        spreads[layer] = _estimate_spread(problem, x)
         ok_all &= ok
         pred = x @ problem.weight.T + (0 if problem.bias is None else problem.bias)
-        resid = torch.linalg.vector_norm((pred - problem.target) * problem.rows, dim=-1)
-        dof = (problem.rows.sum(-1) - problem.n).clamp_min(1).to(x.dtype)
-        noise = torch.where(obs.noise_sigma > 0, resid / dof.sqrt(), torch.zeros_like(resid))
+        resid = (pred - problem.target) * problem.rows
+        if problem.row_weights is not None:
+            resid = resid * problem.row_weights
         steps.append(
             LayerStep(
                 layer=layer,
                 rows=problem.rows.sum(-1).cpu().numpy(),
-                residual=resid.cpu().numpy(),
+                residual=torch.linalg.vector_norm(resid, dim=-1).cpu().numpy(),
                 seconds=time.perf_counter() - t0,
                 solver="+".join(sorted(names)),
                 estimate=x.detach().clone(),
@@ -179,11 +325,69 @@ def sweep(
         if progress is not None:
             progress((generator.n_layers - layer) / generator.n_layers, f"{method}: recovered layer {layer}")
     z_hat = estimates[0]
-    return finish(generator, obs, z_hat, estimates, steps, ok_all, start, method, options)
+    fit = data_fit(generator, obs, z_hat)
+    todo = ~fit | (obs.noise_sigma.to(fit.device) > 0)
+    refitted = torch.zeros_like(todo)
+    if refit_iter and bool(todo.any()) and generator.n_layers > 1:
+        t0 = time.perf_counter()
+        idx = torch.nonzero(todo).flatten()
+        sub = obs[idx]
+        pattern = tuple(p[idx] for p in estimated_pattern(generator, estimates, spreads, threshold))
+        z_sub = z_hat[idx]
+        # First on the pattern the sweep found (its values may carry the product of the steps'
+        # noise gains, its supports rarely do), then with pattern updates; never a higher loss.
+        z_pat = refit_on_pattern(generator, sub, z_sub, pattern, n_iter=refit_iter)
+        z_sub = refit(generator, sub, z_pat, n_iter=refit_iter)
+        z_hat = z_hat.clone()
+        z_hat[idx] = z_sub
+        refitted[idx] = True
+        steps.append(
+            LayerStep(
+                layer=0,
+                rows=np.full(obs.batch_size, int(obs.y.shape[1])),
+                residual=torch.sqrt(2 * _half_loss(generator, obs, z_hat)).cpu().numpy(),
+                seconds=time.perf_counter() - t0,
+                solver="joint refit (Gauss-Newton)",
+                estimate=z_hat.detach().clone(),
+            )
+        )
+        fit = data_fit(generator, obs, z_hat)
+    # Layers the refit changed are read off the forward pass of the final z.
+    keep = {k: v for k, v in estimates.items() if k > 0}
+    if bool(refitted.any()):
+        with torch.no_grad():
+            trace = generator.trace(z_hat)
+        for k in keep:
+            keep[k] = torch.where(refitted.unsqueeze(-1), trace.activations[k - 1], keep[k])
+    reason = np.where(ok_all.cpu().numpy(), Status.NOT_FIT.value, Status.INFEASIBLE.value)
+    return finish(generator, obs, z_hat, keep, steps, fit, reason, start, method, options, refitted=refitted)
 
 
-def finish(generator, obs, z_hat, estimates, steps, ok, start, method, options, history=None) -> InversionResult:
-    """Assemble an InversionResult: hidden layers from ``estimates`` where given, output G(z_hat)."""
+def _half_loss(generator: Generator, obs: Observation, z: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        resid = obs.operator.forward(generator(z)) - obs.y.to(generator.dtype)
+    return 0.5 * resid.pow(2).sum(-1)
+
+
+def finish(
+    generator,
+    obs,
+    z_hat,
+    estimates,
+    steps,
+    fit,
+    reason,
+    start,
+    method,
+    options,
+    history=None,
+    refitted=None,
+) -> InversionResult:
+    """Assemble an InversionResult: hidden layers from ``estimates`` where given, output G(z_hat).
+
+    ``fit`` (B,) decides ``converged``; other signals get ``reason`` (see
+    :mod:`geninv.inversion.status`).
+    """
     with torch.no_grad():
         trace = generator.trace(z_hat)
     layers = []
@@ -194,17 +398,14 @@ def finish(generator, obs, z_hat, estimates, steps, ok, start, method, options, 
         layers.append(x)
         act = generator.activation(i)
         if est is not None and act.sparse:
-            supports.append(est > support_threshold(est, obs.noise_sigma))
+            sup = est > support_threshold(est)
+            if refitted is not None:
+                sup = torch.where(refitted.unsqueeze(-1), trace.supports[i], sup)
+            supports.append(sup)
         else:
             supports.append(trace.supports[i])
-    statuses = np.where(ok.cpu().numpy(), Status.CONVERGED.value, Status.INFEASIBLE.value)
-    if not bool(ok.all()):
-        warnings.warn(
-            f"{method}: {int((~ok).sum())} of {ok.numel()} signals did not meet the step's optimality or "
-            "feasibility check (status 'infeasible').",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+    result_statuses = statuses(fit, reason)
+    warn_unfit(method, result_statuses, stacklevel=4)
     seconds = time.perf_counter() - start
     return InversionResult(
         z_hat=z_hat.detach(),
@@ -212,7 +413,7 @@ def finish(generator, obs, z_hat, estimates, steps, ok, start, method, options, 
         supports=tuple(supports),
         history=history or History(),
         steps=tuple(steps),
-        statuses=statuses,
+        statuses=result_statuses,
         seconds=seconds,
         forward_passes=seconds / max(forward_seconds(generator, obs.batch_size), 1e-9),
         method=method,
@@ -235,11 +436,18 @@ def forward_seconds(generator: Generator, batch: int) -> float:
         with torch.no_grad():
             generator(z)  # warm-up
             for _ in range(10):
+                _sync(generator.device)
                 t0 = time.perf_counter()
                 generator(z)
+                _sync(generator.device)
                 best = min(best, time.perf_counter() - t0)
         _FORWARD_CACHE[key] = best
     return _FORWARD_CACHE[key]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _slice(p: StepProblem, s: slice) -> StepProblem:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geninv._validation import check_real
+from geninv._validation import check_int, check_real, fail
 from geninv.inversion._layerwise import StepProblem, sweep
 from geninv.inversion.registry import register
 
@@ -26,15 +26,21 @@ class LinearProgramConfig:
     ----------
     inequalities : bool
         Use the inactive rows' inequalities (Lei et al. do).
+    refit_iter : int
+        Gauss-Newton iterations of the joint refit of z applied where the layer-wise programs do
+        not fit the data (noisy signals, or a layer not determined on its own, e.g. a dense
+        leaky-relu layer with pixels missing); 0 keeps Lei et al.'s pure layer-wise method.
     saturation_tol : float
     """
 
     inequalities: bool = True
+    refit_iter: int = 20
     saturation_tol: float = 1e-6
 
     def __post_init__(self) -> None:
         if not isinstance(self.inequalities, bool):
-            raise TypeError(f"The 'inequalities' parameter must be a bool. Got {self.inequalities!r} instead.")
+            fail("inequalities", "a bool (true or false)", self.inequalities)
+        check_int("refit_iter", self.refit_iter, low=0)
         check_real("saturation_tol", self.saturation_tol, low=0.0, high=0.1)
 
 
@@ -78,4 +84,5 @@ def layerwise_lp(generator, obs, config: LinearProgramConfig, *, seed: int = 0, 
         options=dataclasses.asdict(config),
         progress=progress,
         saturation_tol=config.saturation_tol,
+        refit_iter=config.refit_iter,
     )

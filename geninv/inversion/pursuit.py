@@ -6,7 +6,10 @@ determine the layer, the fit is exact and the sign / off-support constraints hol
 
 - lbp: basis pursuit (HiGHS linear program) when clean, a Lasso (FISTA) with noise;
 - latent-pursuit: non-negative (Lasso) least squares, batched, with an exact active-set fallback,
-  then the off-support inequalities; a cvxpy solve repairs the signals that violate them.
+  then the off-support inequalities, met by a batched active-set pass.
+
+With noise both are noise-aware (see :mod:`geninv.inversion._layerwise`) and end with a joint refit
+of z on the pattern they found.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geninv._validation import check_real
+from geninv._validation import check_int, check_real, fail
 from geninv.inversion._layerwise import StepProblem, sweep
 from geninv.inversion.registry import register
-from geninv.solvers.linear import lstsq_rows, nnls_rows
+from geninv.solvers.linear import enforce_inequalities, lstsq_rows, nnls_rows
 
 
 def _fit_tol(dtype: torch.dtype) -> float:
@@ -39,14 +42,30 @@ def _exact_shortcut(p: StepProblem) -> tuple[torch.Tensor, torch.Tensor]:
     ok = determined & (resid <= _fit_tol(x.dtype)) & (p.noise == 0)
     if p.nonneg:
         ok &= (x >= -_fit_tol(x.dtype) * xs.unsqueeze(-1)).all(-1)
-    off = (pred - t) * p.off_rows  # W x + b on inactive rows must be <= 0
-    tscale = t.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    ok &= (off <= _fit_tol(x.dtype) * tscale).all(-1)
+    ok &= _feasible(p, x)
     return x, ok
 
 
+def _feasible(p: StepProblem, x: torch.Tensor) -> torch.Tensor:
+    """The inequalities ``W[off] x + b[off] <= bound`` hold (to the fit tolerance of the scale)."""
+    return (_excess(p, x) <= _ineq_tol(p, x).unsqueeze(-1)).all(-1)
+
+
+def _excess(p: StepProblem, x: torch.Tensor) -> torch.Tensor:
+    return (x @ p.weight.T - p.shifted_target) * p.off_rows
+
+
+def _ineq_tol(p: StepProblem, x: torch.Tensor) -> torch.Tensor:
+    tscale = (p.shifted_target * (p.rows | p.off_rows)).abs().amax(-1).clamp_min(torch.finfo(x.dtype).tiny)
+    return _fit_tol(x.dtype) * tscale
+
+
 def _auto_lam(p: StepProblem, scale: float) -> torch.Tensor:
-    col = torch.linalg.vector_norm(p.weight, dim=0).median()
+    """``scale * noise * sqrt(2 log n) * median column norm`` of each signal's weighted rows (B,)."""
+    r = p.rows.to(p.weight.dtype)
+    if p.row_weights is not None:
+        r = r * p.row_weights
+    col = torch.sqrt(r.pow(2) @ p.weight.pow(2)).median(-1).values
     return scale * p.noise * math.sqrt(2 * math.log(max(p.n, 2))) * col
 
 
@@ -57,104 +76,112 @@ class LatentPursuitConfig:
     Parameters
     ----------
     lam_scale : float
-        Sparsity weight as a multiple of ``sigma * sqrt(2 log n) * median column norm`` (noisy only).
+        Sparsity weight as a multiple of ``noise * sqrt(2 log n) * median column norm`` of the
+        (whitened) rows (noisy only).
     inequalities : bool
-        Enforce ``W[S^c] x + b <= 0`` on the inactive units (a cvxpy solve for violators).
+        Enforce ``W[S^c] x + b <= 0`` on the inactive units (with a slack of the noise level).
+    threshold : float
+        With noise, a unit is active when its estimate exceeds ``threshold`` standard deviations of
+        its error, and a zero unit gives an inequality with that slack; the undecided ones give
+        neither.
+    refit_iter : int
+        Gauss-Newton iterations of the final joint refit of z (noisy signals, and clean signals the
+        sweep did not fit); 0 turns it off (the paper's pure layer-wise pass).
     saturation_tol : float
         Sigmoid / tanh outputs this close to their bounds give an inequality, not an equation.
     """
 
-    lam_scale: float = 0.5
+    lam_scale: float = 0.0
     inequalities: bool = True
+    threshold: float = 2.0
+    refit_iter: int = 20
     saturation_tol: float = 1e-6
 
     def __post_init__(self) -> None:
         check_real("lam_scale", self.lam_scale, low=0.0)
+        check_real("threshold", self.threshold, low=0.0)
+        check_int("refit_iter", self.refit_iter, low=0)
         check_real("saturation_tol", self.saturation_tol, low=0.0, high=0.1)
         if not isinstance(self.inequalities, bool):
-            raise TypeError(f"The 'inequalities' parameter must be a bool. Got {self.inequalities!r} instead.")
+            fail("inequalities", "a bool (true or false)", self.inequalities)
+
+
+def _nnls_polished(p: StepProblem, t, rows, weights, lam) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-negative (Lasso) least squares, then an exact least-squares solve on the found support."""
+    x, kkt = nnls_rows(p.weight, t, rows, lam=lam, weights=weights)
+    support = x > x.abs().amax(-1, keepdim=True) * math.sqrt(float(torch.finfo(x.dtype).eps))
+    x_pol, det = lstsq_rows(p.weight, t, rows, support, weights=weights)
+    better = det & (x_pol >= 0).all(-1) & (lam == 0)
+    return torch.where(better.unsqueeze(-1), x_pol, x), kkt
 
 
 def latent_pursuit_step(p: StepProblem, config: LatentPursuitConfig) -> tuple[torch.Tensor, str, torch.Tensor]:
-    """One Latent-Pursuit step on a batch."""
+    """One Latent-Pursuit step on a batch.
+
+    Clean signals: least squares accepted where it is determined, exact and feasible, else
+    non-negative least squares. Noisy signals on a determined step: least squares projected on
+    x >= 0 (the supports are decided afterwards on the noise scale, and the final refit fixes the
+    values), else non-negative (Lasso) least squares. Then the inequalities, batched.
+    """
+    lam = _auto_lam(p, config.lam_scale)
+    names: set[str] = set()
+
+    def solve(rows: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = p.shifted_target[idx]
+        w = None if p.row_weights is None else p.row_weights[idx]
+        x, det = lstsq_rows(p.weight, t, rows, weights=w)
+        if not p.nonneg:
+            names.add("lstsq")
+            return x, det
+        tol = _fit_tol(x.dtype) * x.abs().amax(-1, keepdim=True)
+        noisy = p.noise[idx] > 0
+        take = det & (lam[idx] == 0) & (noisy | (x >= -tol).all(-1))
+        x = x.clamp_min(0)
+        names.add("lstsq")
+        rest = ~take
+        if bool(rest.any()):
+            r = torch.nonzero(rest).flatten()
+            x[r], ok_r = _nnls_polished(p, t[r], rows[r], None if w is None else w[r], lam[idx][r])
+            det = det.clone()
+            det[r] = ok_r
+            names.add("nnls")
+        return x, det
+
     x, ok = _exact_shortcut(p)
-    solver = "lstsq"
     todo = ~ok
     if bool(todo.any()):
         idx = torch.nonzero(todo).flatten()
-        sub_t = p.shifted_target[idx]
-        sub_rows = p.rows[idx]
-        sub_w = None if p.row_weights is None else p.row_weights[idx]
-        if p.nonneg:
-            lam = _auto_lam(p, config.lam_scale)[idx]
-            x_sub, kkt = nnls_rows(p.weight, sub_t, sub_rows, lam=lam, weights=sub_w)
-            # Polish on the found support with a refined least-squares solve (to working precision).
-            support = x_sub > x_sub.abs().amax(-1, keepdim=True) * math.sqrt(float(torch.finfo(x.dtype).eps))
-            x_pol, det = lstsq_rows(p.weight, sub_t, sub_rows, support, weights=sub_w)
-            better = det & (x_pol >= 0).all(-1) & (lam == 0)
-            x_sub = torch.where(better.unsqueeze(-1), x_pol, x_sub)
-            solver = "lstsq+nnls"
-        else:
-            x_sub, kkt = lstsq_rows(p.weight, sub_t, sub_rows, weights=sub_w)
-        x[idx] = x_sub
-        ok[idx] = kkt
+        x[idx], ok[idx] = solve(p.rows[idx], idx)
+    names.add("lstsq")
     if config.inequalities and bool(p.off_rows.any()):
-        pred = x @ p.weight.T - p.shifted_target
-        tscale = p.shifted_target.abs().amax(-1, keepdim=True).clamp_min(1e-300)
-        bad = ((pred * p.off_rows) > _fit_tol(x.dtype) * tscale + 3 * p.noise.unsqueeze(-1)).any(-1)
+        bad = ~_feasible(p, x)
         if bool(bad.any()):
-            x, fixed = _repair_inequalities(p, x, bad, config)
-            ok = torch.where(bad, fixed, ok)
-            solver += "+cvxpy"
-    return x, solver, ok
-
-
-def _repair_inequalities(p: StepProblem, x: torch.Tensor, bad: torch.Tensor, config: LatentPursuitConfig):
-    """Solve the full constrained step with cvxpy for the signals that violate the inequalities."""
-    from geninv.errors import SolverError
-    from geninv.solvers.reference import constrained_lstsq
-
-    ok = torch.zeros_like(bad)
-    w = p.weight.detach().cpu().double().numpy()
-    lam = _auto_lam(p, config.lam_scale).cpu().numpy()
-    for b in torch.nonzero(bad).flatten().tolist():
-        rows = p.rows[b].cpu().numpy()
-        off = p.off_rows[b].cpu().numpy()
-        t = p.shifted_target[b].detach().cpu().double().numpy()
-        rw = np.ones(rows.sum()) if p.row_weights is None else p.row_weights[b].cpu().double().numpy()[rows]
-        slack = 3 * float(p.noise[b])
-        try:
-            sol = constrained_lstsq(
-                w[rows] * rw[:, None],
-                t[rows] * rw,
-                nonneg=p.nonneg,
-                lam=float(lam[b]) if p.nonneg else 0.0,
-                ineq_a=w[off],
-                ineq_b=t[off] + slack,
+            idx = torch.nonzero(bad).flatten()
+            sub = _take(p, idx)
+            x_sub, feasible = enforce_inequalities(
+                lambda rows: solve(rows, idx)[0],
+                p.weight,
+                sub.shifted_target,
+                sub.rows,
+                sub.off_rows,
+                x[idx],
+                tol=_ineq_tol(sub, x[idx]),
             )
-        except SolverError:
-            continue
-        if p.nonneg:
-            sol = _polish_support(w, t, rows, sol)
-        x[b] = torch.from_numpy(sol).to(x)
-        ok[b] = True
-    return x, ok
+            x[idx] = x_sub
+            ok[idx] = ok[idx] & feasible
+            names.add("active-set")
+    return x, "+".join(sorted(names)), ok
 
 
-def _polish_support(w: np.ndarray, t: np.ndarray, rows: np.ndarray, sol: np.ndarray) -> np.ndarray:
-    """Interior-point solutions leave ~1e-7 on true zeros: re-solve exactly on the clear support."""
-    support = sol > 1e-6 * max(sol.max(), 1e-300)
-    if support.sum() == 0 or support.sum() > rows.sum():
-        return np.where(support, sol, 0.0)
-    a = w[rows][:, support]
-    refined, *_ = np.linalg.lstsq(a, t[rows], rcond=None)
-    if (refined >= 0).all() and np.linalg.norm(a @ refined - t[rows]) <= np.linalg.norm(
-        w[rows] @ sol - t[rows]
-    ) + 1e-12:
-        out = np.zeros_like(sol)
-        out[support] = refined
-        return out
-    return np.where(support, sol, 0.0)
+def _take(p: StepProblem, idx: torch.Tensor) -> StepProblem:
+    return dataclasses.replace(
+        p,
+        target=p.target[idx],
+        rows=p.rows[idx],
+        off_rows=p.off_rows[idx],
+        row_weights=None if p.row_weights is None else p.row_weights[idx],
+        noise=p.noise[idx],
+    )
 
 
 @register(
@@ -170,6 +197,8 @@ def latent_pursuit(generator, obs, config: LatentPursuitConfig, *, seed: int = 0
         options=dataclasses.asdict(config),
         progress=progress,
         saturation_tol=config.saturation_tol,
+        threshold=config.threshold,
+        refit_iter=config.refit_iter,
     )
 
 
@@ -180,22 +209,25 @@ class LayeredBPConfig:
     Parameters
     ----------
     lam_scale : float
-        Lasso weight as a multiple of ``sigma * sqrt(2 log n) * median column norm`` (noisy only).
+        Lasso weight as a multiple of ``noise * sqrt(2 log n) * median column norm`` of the
+        (whitened) rows (noisy only).
     iters : int
         FISTA iterations of the noisy Lasso.
-    saturation_tol : float
+    threshold, refit_iter, saturation_tol : as for latent-pursuit.
     """
 
     lam_scale: float = 0.5
     iters: int = 300
+    threshold: float = 2.0
+    refit_iter: int = 20
     saturation_tol: float = 1e-6
 
     def __post_init__(self) -> None:
         check_real("lam_scale", self.lam_scale, low=0.0)
-        check_real("saturation_tol", self.saturation_tol, low=0.0, high=0.1)
-        from geninv._validation import check_int
-
         check_int("iters", self.iters, low=1)
+        check_real("threshold", self.threshold, low=0.0)
+        check_int("refit_iter", self.refit_iter, low=0)
+        check_real("saturation_tol", self.saturation_tol, low=0.0, high=0.1)
 
 
 def lbp_step(p: StepProblem, config: LayeredBPConfig) -> tuple[torch.Tensor, str, torch.Tensor]:
@@ -257,4 +289,6 @@ def layered_basis_pursuit(generator, obs, config: LayeredBPConfig, *, seed: int 
         options=dataclasses.asdict(config),
         progress=progress,
         saturation_tol=config.saturation_tol,
+        threshold=config.threshold,
+        refit_iter=config.refit_iter,
     )

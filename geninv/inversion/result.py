@@ -11,16 +11,24 @@ import torch
 
 
 class Status(str, enum.Enum):
-    """How a method ended for one signal (mirrors CVXPY's statuses)."""
+    """How a method ended for one signal.
+
+    ``converged`` is decided by one rule for every method (:func:`geninv.inversion.status.data_fit`):
+    the estimate fits the data, to the noise level or, when clean, to working precision. Every
+    other status says why it does not: ``not_fit`` (the method finished at a point that does not fit,
+    e.g. a local minimum or a wrong support), ``max_iter`` (stopped by the iteration budget or by the
+    user), ``infeasible`` (a step's constraints could not be met) or ``solver_error``.
+    """
 
     CONVERGED = "converged"
+    NOT_FIT = "not_fit"
     MAX_ITER = "max_iter"
     INFEASIBLE = "infeasible"
     SOLVER_ERROR = "solver_error"
 
     @classmethod
     def worst(cls, statuses: Any) -> Status:
-        order = [cls.CONVERGED, cls.MAX_ITER, cls.INFEASIBLE, cls.SOLVER_ERROR]
+        order = [cls.CONVERGED, cls.NOT_FIT, cls.MAX_ITER, cls.INFEASIBLE, cls.SOLVER_ERROR]
         present = {cls(s) for s in statuses}
         return max(present, key=order.index) if present else cls.CONVERGED
 
@@ -61,11 +69,12 @@ class History:
     iterations : ndarray of shape (T,)
         Iteration numbers of the records.
     loss : ndarray of shape (T, B, R)
-        Data-fit loss per record, signal and restart.
+        Lowest data-fit loss so far per record, signal and restart (iterative methods return
+        their lowest-loss iterate, so this is what they would return if stopped there).
     latent_error : ndarray of shape (T, B, R) or None
-        Relative latent error, when the truth is known.
+        Relative latent error of that iterate, when the truth is known.
     iterates : Tensor of shape (T, B, n_0) or None
-        The latent of the restart that ended best, at each record (for replay).
+        That iterate of the restart that ended best, at each record (for replay).
     """
 
     iterations: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))

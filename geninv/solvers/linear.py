@@ -233,3 +233,72 @@ def nnls_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     from scipy.optimize import nnls
 
     return nnls(a, b)[0]
+
+
+def support_gain(
+    weight: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Noise gain per unknown: ``sqrt(diag((A^T A)^{-1}))`` with ``A = diag(weights) W[rows][:, cols]``.
+
+    With unit-variance errors on the (weighted) targets, this is the standard deviation of each
+    least-squares estimate; zero outside ``cols``. ``cols=None``: every column where that system is
+    determined, else the given fallback is not available and the gain is computed per signal on
+    all columns with a tiny ridge (undetermined unknowns come out with a very large gain).
+    Rows shared by the batch without weights use one factorisation. Shape (B, n).
+    """
+    dtype = weight.dtype
+    batch, n = rows.shape[0], weight.shape[1]
+    if cols is None and rows_shared(rows, weights):
+        a = weight[rows[0]]
+        gram = (a.T @ a).unsqueeze(0)
+    else:
+        gram, _ = masked_gram(weight, rows, cols, weights)
+    free = torch.ones(gram.shape[0], n, dtype=dtype, device=weight.device) if cols is None else cols.to(dtype)
+    scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(dtype).tiny)
+    # Unknowns outside cols: unit diagonal (they drop out); a ridge of ~1e3 eps keeps it invertible.
+    ridge = scale * 1e3 * _eps(dtype)
+    gram = gram + torch.diag_embed((1 - free) * scale.unsqueeze(-1) + ridge.unsqueeze(-1))
+    chol, info = torch.linalg.cholesky_ex(gram)
+    inv_diag = torch.diagonal(torch.cholesky_inverse(chol), dim1=-2, dim2=-1)
+    big = (1 / ridge).unsqueeze(-1).expand_as(inv_diag)
+    inv_diag = torch.where((info == 0).unsqueeze(-1), inv_diag, big)
+    return (inv_diag.clamp_min(0).sqrt() * free).expand(batch, n)
+
+
+def enforce_inequalities(
+    solve,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    rows: torch.Tensor,
+    off_rows: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    tol: torch.Tensor,
+    rounds: int = 6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Meet ``W[off] x <= t[off]`` by a primal active-set heuristic, batched.
+
+    Rows whose inequality the current ``x`` violates by more than ``tol`` (B,) join the equations at
+    their bound (``W_j x = t_j``) and ``solve(rows) -> x`` re-solves, for at most ``rounds`` rounds.
+    Returns ``(x, feasible)``; a signal that stays infeasible keeps its last solution.
+    """
+    feasible = _violations(weight, target, off_rows, x, tol) == 0
+    active = rows.clone()
+    for _ in range(rounds):
+        if bool(feasible.all()):
+            break
+        todo = ~feasible
+        viol = off_rows & ((x @ weight.T - target) > tol.unsqueeze(-1)) & todo.unsqueeze(-1)
+        active = active | viol
+        x_new = solve(active)
+        x = torch.where(todo.unsqueeze(-1), x_new, x)
+        feasible = _violations(weight, target, off_rows, x, tol) == 0
+    return x, feasible
+
+
+def _violations(weight, target, off_rows, x, tol) -> torch.Tensor:
+    excess = (x @ weight.T - target) * off_rows.to(x.dtype)
+    return (excess > tol.unsqueeze(-1)).sum(-1)

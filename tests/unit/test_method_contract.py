@@ -10,7 +10,7 @@ import geninv
 from geninv.inversion import InversionResult, Status
 
 METHODS = geninv.methods()
-FAST = {"gd": {"n_iter": 1500}, "plugin": {"n_iter": 1500}}
+FAST = {"gd": {"n_iter": 4000}, "plugin": {"n_iter": 4000}}
 
 
 @pytest.fixture(scope="module")

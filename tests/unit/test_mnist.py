@@ -120,22 +120,47 @@ def test_truncated_idx_file_is_rejected(tmp_path):
         train.read_idx(tmp_path / "y.idx")
 
 
-def _success(G, obs, method):
+def _run(G, obs, method):
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = geninv.invert(G, obs, method)
-    return geninv.metrics.success_rate(geninv.metrics.latent_error(res.z_hat, obs.z_true), 1e-3)
+    return geninv.metrics.latent_error(res.z_hat, obs.z_true), res.statuses
 
 
 @pytest.mark.slow
 def test_pursuit_beats_gd_on_the_trained_generator():
-    """The paper's headline on real data: exact layer-wise recovery where gd finds local minima."""
+    """The paper's headline on real data: layer-wise recovery is exact to working precision, clean and
+    with half the image hidden, where gd (best iterate, decaying step, 8000 steps x 2 restarts) is not;
+    and each status tells the truth."""
     G = geninv.load_generator("mnist").double()
     z = G.sample_latent(10, seed=3)
     clean = geninv.observe(G, z)
-    assert _success(G, clean, "latent-pursuit") == 1.0
-    assert _success(G, clean, "gd") < 1.0
+    pursuit, status = _run(G, clean, "latent-pursuit")
+    assert float(pursuit.max()) < 1e-9 and set(status) == {"converged"}
     half = geninv.observe(G, z, mask=geninv.masks.half((28, 28)))
-    assert _success(G, half, "hybrid") == 1.0 > _success(G, half, "gd")
+    hybrid, status = _run(G, half, "hybrid")
+    assert float(hybrid.max()) < 1e-9 and set(status) == {"converged"}
+    gd, gd_status = _run(G, half, "gd")
+    assert float(gd.max()) > 1e-6  # gd does not reach working precision on every half-masked signal
+    assert geninv.metrics.success_rate(hybrid, 1e-3) >= geninv.metrics.success_rate(gd, 1e-3)
+    assert all(e < 1e-6 for e, s in zip(gd.tolist(), gd_status) if s == "converged")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_DATA, reason=f"needs the MNIST test set in {DATA} (or GENINV_MNIST_DATA)")
+def test_noise_on_a_small_trained_decoder_reaches_the_oracle():
+    """A two-layer decoder (8-256-784, sigmoid output) trained here for 5 epochs: at 20 dB the hybrid's
+    median latent error is within 10% of least squares on the true pattern, and no worse than gd's."""
+    from geninv.inversion.oracle import oracle_latent
+
+    G, _ = train.train_mnist(DATA, widths=(8, 256, 784), epochs=5, log=lambda _: None)
+    G = G.double()
+    obs = geninv.observe(G, G.sample_latent(40, seed=1), snr_db=20, seed=3)
+    oracle = geninv.metrics.latent_error(oracle_latent(G, obs), obs.z_true).median()
+    hybrid, status = _run(G, obs, "hybrid")
+    gd, _ = _run(G, obs, "gd")
+    assert float(hybrid.median()) <= 1.1 * float(oracle)
+    assert float(hybrid.median()) <= float(gd.median()) * (1 + 1e-6)  # both at the same ML points: a tie
+    assert set(status) == {"converged"}  # fit to the noise level
