@@ -1,6 +1,6 @@
 """Fully connected generators ``G(z)`` with per-layer traces.
 
-The model (MISSION.md, section 1)::
+The model (docs/algorithms.md)::
 
     x_0 = z
     x_i = act(W_i x_{i-1} + b_i)          i = 1 .. L-1   (relu or leaky-relu)

@@ -1,4 +1,4 @@
-"""Error metrics (MISSION.md, section 5). All batched: inputs (B, n), outputs (B,)."""
+"""Error metrics (docs/algorithms.md). All batched: inputs (B, n), outputs (B,)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Measurement operators, noise and the :class:`Observation` every algorithm takes.
 
-``y_obs = A(G(z)) + e`` (MISSION.md, section 2). Operators follow the PyLops contract: a
+``y_obs = A(G(z)) + e`` (docs/algorithms.md). Operators follow the PyLops contract: a
 ``forward`` and an ``adjoint``, batched over the leading dimension, checked by a dot test.
 """
 

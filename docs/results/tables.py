@@ -34,7 +34,7 @@ ABOUT = {
     "paper's spark condition, the LBP coherence guarantee) against what the algorithms achieve.",
 }
 NOTES = {
-    "expansion": "Every method fails at r ≤ 1.5. At r = 2 (the transition FINDINGS.md describes) and r = 2.5 the "
+    "expansion": "Every method fails at r ≤ 1.5. At r = 2 and r = 2.5 the "
     "layer-wise methods and the hybrid lead gradient descent; from r = 3 on everything is exact.",
     "noise": "The hybrid tracks the oracle and gradient descent at every noise level. The layer-wise methods alone "
     "(lbp, latent-pursuit) stay far above the oracle even at 40 dB: small spurious entries in the noisy estimate "
@@ -54,7 +54,7 @@ NOTES = {
     "box-mnist": "The centred box hides the pixels that carry the digit. Gradient descent (default budget, see "
     "missing-mnist) gets worse as the box grows; latent-pursuit and the hybrid stay exact.",
     "certificate": "The exact-rank check (identifiable) predicts latent-pursuit's success; the paper's spark "
-    "condition is sound but stricter at r = 2; the LBP coherence guarantee holds on no sample, as FINDINGS.md "
+    "condition is sound but stricter at r = 2; the LBP coherence guarantee holds on no sample, as "
     "measured. The certificate is layer-wise: a joint method (gd, hybrid) can occasionally succeed on a sample it "
     "does not certify (r = 1).",
 }

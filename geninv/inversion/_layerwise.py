@@ -338,6 +338,14 @@ def sweep(
         # noise gains, its supports rarely do), then with pattern updates; never a higher loss.
         z_pat = refit_on_pattern(generator, sub, z_sub, pattern, n_iter=refit_iter)
         z_sub = refit(generator, sub, z_pat, n_iter=refit_iter)
+        # A sweep that collapsed (a step starved of equations, or gains that multiplied beyond
+        # repair) can leave the refit in a far basin: those signals also try the latent's prior mean.
+        lost = ~data_fit(generator, sub, z_sub)
+        if bool(lost.any()):
+            li = torch.nonzero(lost).flatten()
+            z_zero = refit(generator, sub[li], torch.zeros_like(z_sub[li]), n_iter=refit_iter)
+            better = _half_loss(generator, sub[li], z_zero) < _half_loss(generator, sub[li], z_sub[li])
+            z_sub[li] = torch.where(better.unsqueeze(-1), z_zero, z_sub[li])
         z_hat = z_hat.clone()
         z_hat[idx] = z_sub
         refitted[idx] = True

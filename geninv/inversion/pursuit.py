@@ -1,7 +1,7 @@
-"""Layered Basis-Pursuit ("lbp") and Latent-Pursuit ("latent-pursuit") (MISSION.md, section 4).
+"""Layered Basis-Pursuit ("lbp") and Latent-Pursuit ("latent-pursuit"); see docs/algorithms.md.
 
 Both sweep from the output back to z (see :mod:`geninv.inversion._layerwise`). Each step first
-tries the exact shortcut FINDINGS.md measured: least squares on the rows, accepted when the rows
+tries the exact shortcut: least squares on the rows, accepted when the rows
 determine the layer, the fit is exact and the sign / off-support constraints hold. Otherwise:
 
 - lbp: basis pursuit (HiGHS linear program) when clean, a Lasso (FISTA) with noise;

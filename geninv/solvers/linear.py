@@ -16,6 +16,17 @@ def _eps(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).eps)
 
 
+def gram_rank_tol(dtype: torch.dtype, n: int) -> float:
+    """Smallest Cholesky pivot^2 (relative to the largest diagonal entry) of a determined Gram matrix.
+
+    A Gram matrix whose condition number exceeds ``1 / (10 n eps)`` is treated as rank-deficient:
+    a least-squares answer there can fit the equations and still be wrong. Scaled by the dtype, so
+    float32 (condition up to ~6e3 for n = 128) is not pushed into the slow fallbacks that float64
+    (up to ~3e12) never needs.
+    """
+    return 10 * n * _eps(dtype)
+
+
 def rows_shared(rows: torch.Tensor, weights: torch.Tensor | None = None) -> bool:
     """True when every signal of the batch uses the same rows, unweighted (a fixed mask): then one
     factorisation serves the whole batch."""
@@ -89,7 +100,7 @@ def lstsq_rows(
     # Cholesky can succeed on numerically rank-deficient Grams: a pivot far below the largest
     # diagonal entry flags near-singularity (a cheap lower bound on the smallest eigenvalue scale).
     pivots = torch.diagonal(chol, dim1=-2, dim2=-1).pow(2)
-    determined = determined & (pivots.amin(-1) > scale * 1e4 * _eps(weight.dtype) * n)
+    determined = determined & (pivots.amin(-1) > scale * gram_rank_tol(weight.dtype, n))
     n_rows = rows.sum(-1)
     n_free = free.sum(-1)
     determined = determined & (n_rows >= n_free)
@@ -104,7 +115,7 @@ def _lstsq_shared(a: torch.Tensor, t: torch.Tensor, refine: int) -> tuple[torch.
         return x, torch.tensor(False, device=a.device)
     q, r = torch.linalg.qr(a)
     diag = torch.diagonal(r).abs()
-    determined = diag.amin() > diag.amax() * 1e4 * _eps(a.dtype) * n
+    determined = diag.amin() ** 2 > diag.amax() ** 2 * gram_rank_tol(a.dtype, n)
     x = torch.linalg.solve_triangular(r, (t @ q).T, upper=True).T
     for _ in range(refine):
         resid = t - x @ a.T

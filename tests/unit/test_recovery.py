@@ -1,4 +1,4 @@
-"""The issue's recovery claims, with fixed seeds in float64 (FINDINGS.md settings)."""
+"""Recovery claims of docs/algorithms.md, with fixed seeds in float64."""
 
 import warnings
 
