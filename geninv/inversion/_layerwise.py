@@ -26,14 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from geninv._memory import chunks
 from geninv.errors import UnsupportedError
 from geninv.generator import Generator
 from geninv.inversion.result import History, InversionResult, LayerStep, Status
 from geninv.inversion.status import data_fit, statuses, warn_unfit
 from geninv.observation import GaussianMatrix, Observation
 from geninv.solvers.linear import rows_shared, support_gain
-
-CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -223,6 +222,16 @@ def _clearly_active(x: torch.Tensor, spread: torch.Tensor, threshold: float, nee
     return clear
 
 
+def _step_bytes(problem: StepProblem) -> int:
+    """Peak bytes per signal of a step's solvers: per-signal Gram and row stacks, unless the whole
+    batch shares its rows (a fixed mask, no weights), when one factorisation serves everyone."""
+    m, n = problem.weight.shape
+    size = problem.weight.element_size()
+    if rows_shared(problem.rows, problem.row_weights):
+        return 8 * (m + n) * size
+    return 3 * (m * n + n * n) * size
+
+
 def _estimate_spread(problem: StepProblem, x: torch.Tensor) -> torch.Tensor:
     """Standard deviation of each entry of a noisy step's estimate (zeros for clean signals)."""
     noisy = problem.noise > 0
@@ -292,21 +301,20 @@ def sweep(
         t0 = time.perf_counter()
         if layer < generator.n_layers - 1:
             problem = hidden_problem(generator, layer, estimates[layer + 1], spreads[layer + 1], threshold=threshold)
-        xs, oks, names = [], [], set()
-        # Rows shared by the whole batch (a fixed mask) are factorised once: no chunking then.
-        chunk = obs.batch_size if rows_shared(problem.rows, problem.row_weights) else CHUNK
-        for lo in range(0, obs.batch_size, chunk):
-            sub = _slice(problem, slice(lo, lo + chunk))
+        xs, oks, sps, names = [], [], [], set()
+        for part in chunks(obs.batch_size, _step_bytes(problem)):
+            sub = _slice(problem, part)
             x, name, ok = solve(sub)
+            if sub.nonneg:
+                x = x.clamp_min(0)
             xs.append(x)
             oks.append(ok)
+            sps.append(_estimate_spread(sub, x))
             names.add(name)
         x = torch.cat(xs)
         ok = torch.cat(oks)
-        if problem.nonneg:
-            x = x.clamp_min(0)
         estimates[layer] = x
-        spreads[layer] = _estimate_spread(problem, x)
+        spreads[layer] = torch.cat(sps)
         ok_all &= ok
         pred = x @ problem.weight.T + (0 if problem.bias is None else problem.bias)
         resid = (pred - problem.target) * problem.rows

@@ -23,6 +23,7 @@ import math
 import numpy as np
 import torch
 
+from geninv._memory import chunks
 from geninv.generator import Generator
 from geninv.observation import Observation
 
@@ -99,6 +100,36 @@ def _gauss_newton(
     out_support: torch.Tensor | None,
     n_iter: int,
 ) -> torch.Tensor:
+    """:func:`_gauss_newton_chunk` over chunks of signals sized from the memory budget."""
+    n_out, n0 = generator.output_dim, generator.latent_dim
+    per_signal = (3 * n_out * n0 + 2 * len(_STEPS) * n_out) * generator.weight(0).element_size()
+    parts = chunks(z.shape[0], per_signal)
+    if len(parts) == 1:
+        return _gauss_newton_chunk(generator, obs, z, pattern=pattern, out_support=out_support, n_iter=n_iter)
+    out = []
+    for part in parts:
+        out.append(
+            _gauss_newton_chunk(
+                generator,
+                obs[part],
+                z[part],
+                pattern=None if pattern is None else tuple(p[part] for p in pattern),
+                out_support=None if out_support is None else out_support[part],
+                n_iter=n_iter,
+            )
+        )
+    return torch.cat(out)
+
+
+def _gauss_newton_chunk(
+    generator: Generator,
+    obs: Observation,
+    z: torch.Tensor,
+    *,
+    pattern: tuple[torch.Tensor, ...] | None,
+    out_support: torch.Tensor | None,
+    n_iter: int,
+) -> torch.Tensor:
     """Damped Gauss-Newton on the data-fit loss; with ``pattern`` given, on the fixed affine model."""
     y = obs.y.to(generator.dtype)
     z = z.detach().to(generator.dtype).clone()
@@ -141,13 +172,18 @@ def _gauss_newton(
             now = _loss(generator, sub, za)
         losses = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
         best, pick = losses.min(0)
-        better = best < now
+        # Near the minimum the loss changes by less than its rounding while z still moves by
+        # ~sqrt(eps): there the full Gauss-Newton step is taken as long as the loss does not rise.
+        # (the loss's rounding error: eps ||r|| ||y|| for each residual entry computed from y)
+        level = 8 * eps * (torch.sqrt(2 * now.abs()) * torch.linalg.vector_norm(sub.y, dim=-1) + now.abs())
+        settling = (best >= now - level) & (losses[0] <= now + level)
+        pick = torch.where(settling, torch.zeros_like(pick), pick)
+        accept = (best < now - level) | settling
         z_new = cand[pick, torch.arange(idx.numel(), device=z.device)]
-        z[idx] = torch.where(better.unsqueeze(-1), z_new, za)
+        z[idx] = torch.where(accept.unsqueeze(-1), z_new, za)
         size = torch.linalg.vector_norm(za, dim=-1).clamp_min(1)
         small = torch.linalg.vector_norm(z_new - za, dim=-1) <= 10 * eps * size
-        flat_loss = (now - best) <= 10 * eps * now
-        active[idx] = better & ~small & ~flat_loss
+        active[idx] = accept & ~small
     return z
 
 
