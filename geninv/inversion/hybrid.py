@@ -72,20 +72,36 @@ def run_hybrid(generator, obs, config: HybridConfig, *, seed: int = 0, progress=
     """Latent-Pursuit and its refit; gd (warm and random restarts, refitted) where that does not fit."""
     start = time.perf_counter()
     reason = np.full(obs.batch_size, Status.NOT_FIT.value, dtype=object)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        try:
-            lp_config = LatentPursuitConfig(refit_iter=config.refit_iter, threshold=config.threshold)
-            pursuit = latent_pursuit(generator, obs, lp_config, seed=seed)
-            z = pursuit.z_hat.clone()
+    steps, layers = [], {}
+    z = torch.zeros(obs.batch_size, generator.latent_dim, dtype=generator.dtype, device=generator.device)
+    fit = torch.zeros(obs.batch_size, dtype=torch.bool, device=generator.device)
+    # First the fast pass (undetermined steps left to the joint refit), then the paper's
+    # non-negative least squares for the signals it does not fit.
+    for undetermined in ("joint", "nnls"):
+        todo = torch.nonzero(~fit).flatten()
+        if todo.numel() == 0:
+            break
+        lp_config = LatentPursuitConfig(
+            refit_iter=config.refit_iter, threshold=config.threshold, undetermined=undetermined
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            try:
+                pursuit = latent_pursuit(generator, obs[todo], lp_config, seed=seed)
+            except UnsupportedError:
+                break
+        better = residual_sq(generator, obs[todo], pursuit.z_hat) < residual_sq(generator, obs[todo], z[todo])
+        if not steps:  # the replay shows the first (fast) pass
             steps = list(pursuit.steps)
-            layers = {k + 1: pursuit.layers[k] for k in range(generator.n_layers - 1)}
-        except UnsupportedError:
-            steps, layers = [], {}
-            z = torch.zeros(obs.batch_size, generator.latent_dim, dtype=generator.dtype, device=generator.device)
-    if progress is not None:
-        progress(0.2, "hybrid: layer-wise pass done")
-    fit = data_fit(generator, obs, z)
+            layers = {
+                k + 1: pursuit.layers[k].new_zeros(obs.batch_size, pursuit.layers[k].shape[1])
+                for k in range(generator.n_layers - 1)
+            }
+        keep = todo[better]
+        z[keep] = pursuit.z_hat[better]
+        for k in layers:
+            layers[k][keep] = pursuit.layers[k - 1][better]
+        fit = data_fit(generator, obs, z)
     n_joint = int((~fit).sum())
     if n_joint:
         idx = torch.nonzero(~fit).flatten()

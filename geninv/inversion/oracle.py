@@ -31,10 +31,13 @@ _STEPS = (1.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 64, 1 / 256)
 """Line-search step lengths tried (all at once, batched) along each Gauss-Newton direction."""
 
 
-def affine_map(generator: Generator, pattern: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def affine_map(
+    generator: Generator, pattern: tuple[torch.Tensor, ...], out_rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``J`` (B, n_L, n_0) and ``c`` (B, n_L) with ``pre_L = J z + c`` under the hidden ``pattern``.
 
-    ``pattern[i]`` is the bool support of hidden layer i+1 (pre-activation > 0).
+    ``pattern[i]`` is the bool support of hidden layer i+1 (pre-activation > 0). ``out_rows``
+    (indices into the output) restricts J and c to those outputs, e.g. the observed pixels.
     """
     batch = pattern[0].shape[0] if pattern else 1
     jac = generator.weight(0).unsqueeze(0).expand(batch, -1, -1)
@@ -42,16 +45,30 @@ def affine_map(generator: Generator, pattern: tuple[torch.Tensor, ...]) -> tuple
     c = torch.zeros(batch, generator.widths[1], dtype=generator.dtype, device=generator.device)
     if b0 is not None:
         c = c + b0
+    last = generator.n_layers - 1
+    if last == 0 and out_rows is not None:
+        return jac[:, out_rows], c[:, out_rows]
     for i in range(1, generator.n_layers):
         act = generator.activation(i - 1)
         slope = pattern[i - 1].to(generator.dtype)
         if act.name == "leaky_relu":
             slope = slope + (1 - slope) * act.negative_slope
-        jac = generator.weight(i) @ (jac * slope.unsqueeze(-1))
-        c = (c * slope) @ generator.weight(i).T
-        if generator.bias(i) is not None:
-            c = c + generator.bias(i)
+        weight, bias = generator.weight(i), generator.bias(i)
+        if i == last and out_rows is not None:
+            weight = weight[out_rows]
+            bias = None if bias is None else bias[out_rows]
+        jac = weight @ (jac * slope.unsqueeze(-1))
+        c = (c * slope) @ weight.T
+        if bias is not None:
+            c = c + bias
     return jac, c
+
+
+def _observed_rows(obs: Observation) -> torch.Tensor | None:
+    """Indices of the observed outputs for a selection operator (identity or mask); None otherwise."""
+    if hasattr(obs.operator, "matrix"):
+        return None
+    return torch.from_numpy(np.flatnonzero(np.array(obs.operator.mask)))
 
 
 def _apply_operator(obs: Observation, a: torch.Tensor) -> torch.Tensor:
@@ -74,14 +91,6 @@ def _output(generator: Generator, pre: torch.Tensor, out_support: torch.Tensor |
 def _loss(generator: Generator, obs: Observation, z: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         resid = obs.operator.forward(generator(z)) - obs.y.to(generator.dtype)
-    return 0.5 * resid.pow(2).sum(-1)
-
-
-def _model_loss(generator, obs, jac, c, out_support, z) -> torch.Tensor:
-    """Data-fit loss of the affine model ``phi(J z + c)`` (a fixed pattern), batched over leading dims."""
-    pre = (jac @ z.unsqueeze(-1)).squeeze(-1) + c
-    x, _ = _output(generator, pre, out_support)
-    resid = obs.operator.forward(x) - obs.y.to(generator.dtype)
     return 0.5 * resid.pow(2).sum(-1)
 
 
@@ -121,6 +130,27 @@ def _gauss_newton(
     return torch.cat(out)
 
 
+def _measured(x: torch.Tensor, obs: Observation, rows: torch.Tensor | None) -> torch.Tensor:
+    """Measurements of outputs already restricted to the observed ``rows`` (a selection), or given
+    in full (a dense operator: apply it)."""
+    return x if rows is not None else obs.operator.forward(x)
+
+
+def _step_loss(generator, sub, yy, rows, model, za, delta, step: float, which: torch.Tensor) -> torch.Tensor:
+    """Data-fit loss at ``za + step * delta`` for the signals ``which``: on the fixed affine ``model``
+    (J, c, output support) when given, else through the generator."""
+    zz = za[which] + step * delta[which]
+    if model is not None:
+        jac, c, sup = model
+        pre = (jac[which] @ zz.unsqueeze(-1)).squeeze(-1) + c[which]
+        x, _ = _output(generator, pre, None if sup is None else sup[which])
+        fitted = _measured(x, sub[which], rows)
+    else:
+        with torch.no_grad():
+            fitted = sub[which].operator.forward(generator(zz))
+    return 0.5 * (fitted - yy[which]).pow(2).sum(-1)
+
+
 def _gauss_newton_chunk(
     generator: Generator,
     obs: Observation,
@@ -130,56 +160,71 @@ def _gauss_newton_chunk(
     out_support: torch.Tensor | None,
     n_iter: int,
 ) -> torch.Tensor:
-    """Damped Gauss-Newton on the data-fit loss; with ``pattern`` given, on the fixed affine model."""
+    """Damped Gauss-Newton on the data-fit loss; with ``pattern`` given, on the fixed affine model.
+
+    The Jacobian is built on the observed outputs only; the full step is tried first and the
+    shorter ones only for the signals whose loss it does not lower.
+    """
     y = obs.y.to(generator.dtype)
     z = z.detach().to(generator.dtype).clone()
     fixed = pattern is not None
     eps = float(torch.finfo(generator.dtype).eps)
+    rows = _observed_rows(obs)
+    if rows is not None:
+        rows = rows.to(z.device)
     active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
     jac_fixed = c_fixed = None
     if fixed:
-        jac_fixed, c_fixed = affine_map(generator, pattern)
+        jac_fixed, c_fixed = affine_map(generator, pattern, rows)
+    sup_rows = None if out_support is None else (out_support if rows is None else out_support[:, rows])
+
     for _ in range(n_iter):
         idx = torch.nonzero(active).flatten()
         if idx.numel() == 0:
             break
         za = z[idx]
+        sub = obs[idx]
+        yy = y[idx]
         if fixed:
             jac, c = jac_fixed[idx], c_fixed[idx]
-            sup = None if out_support is None else out_support[idx]
+            sup = None if sup_rows is None else sup_rows[idx]
+            pre = (jac @ za.unsqueeze(-1)).squeeze(-1) + c
+            x, d = _output(generator, pre, sup)
+            resid = _measured(x, sub, rows) - yy
         else:
             with torch.no_grad():
                 trace = generator.trace(za)
-            jac, c = affine_map(generator, trace.supports[:-1])
+            jac, c = affine_map(generator, trace.supports[:-1], rows)
             sup = None
-        sub = obs[idx]
-        pre = (jac @ za.unsqueeze(-1)).squeeze(-1) + c
-        x, d = _output(generator, pre, sup)
-        a = _apply_operator(sub, jac * d.unsqueeze(-1))
-        resid = sub.operator.forward(x) - y[idx]
+            pre = trace.pre_activations[-1] if rows is None else trace.pre_activations[-1][:, rows]
+            x, d = _output(generator, pre, sup)
+            resid = _measured(x, sub, rows) - yy
+        now = 0.5 * resid.pow(2).sum(-1)
+        a = jac * d.unsqueeze(-1)
+        if rows is None:
+            a = _apply_operator(sub, a)
         delta = -_lstsq(a, resid)
-        # Backtracking, batched: the loss at every candidate step length at once.
-        steps = torch.tensor(_STEPS, dtype=z.dtype, device=z.device).view(-1, 1, 1)
-        cand = za.unsqueeze(0) + steps * delta.unsqueeze(0)  # (S, b, n0)
-        if fixed:
-            losses = _model_loss(generator, sub, jac, c, sup, cand)
-            now = _model_loss(generator, sub, jac, c, sup, za)
-        else:
-            flat = cand.reshape(-1, cand.shape[-1])
-            rep = sub.y.repeat(len(_STEPS), 1)
-            with torch.no_grad():
-                losses = 0.5 * (sub.operator.forward(generator(flat)) - rep).pow(2).sum(-1).view(len(_STEPS), -1)
-            now = _loss(generator, sub, za)
-        losses = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
+
+        model = (jac, c, sup) if fixed else None
+        everyone = torch.arange(idx.numel(), device=z.device)
+        losses = torch.full((len(_STEPS), idx.numel()), math.inf, dtype=z.dtype, device=z.device)
+        losses[0] = _step_loss(generator, sub, yy, rows, model, za, delta, _STEPS[0], everyone)
+        # (the loss's rounding error: eps ||r|| ||y|| for each residual entry computed from y)
+        level = 8 * eps * (torch.sqrt(2 * now.abs()) * torch.linalg.vector_norm(yy, dim=-1) + now.abs())
+        losses[0] = torch.where(torch.isfinite(losses[0]), losses[0], torch.full_like(now, math.inf))
+        short = torch.nonzero(losses[0] > now - level).flatten()
+        if short.numel():
+            for k, step in enumerate(_STEPS[1:], start=1):
+                vals = _step_loss(generator, sub, yy, rows, model, za, delta, step, short)
+                losses[k, short] = torch.where(torch.isfinite(vals), vals, torch.full_like(vals, math.inf))
         best, pick = losses.min(0)
         # Near the minimum the loss changes by less than its rounding while z still moves by
         # ~sqrt(eps): there the full Gauss-Newton step is taken as long as the loss does not rise.
-        # (the loss's rounding error: eps ||r|| ||y|| for each residual entry computed from y)
-        level = 8 * eps * (torch.sqrt(2 * now.abs()) * torch.linalg.vector_norm(sub.y, dim=-1) + now.abs())
         settling = (best >= now - level) & (losses[0] <= now + level)
         pick = torch.where(settling, torch.zeros_like(pick), pick)
         accept = (best < now - level) | settling
-        z_new = cand[pick, torch.arange(idx.numel(), device=z.device)]
+        lengths = torch.tensor(_STEPS, dtype=z.dtype, device=z.device)[pick]
+        z_new = za + lengths.unsqueeze(-1) * delta
         z[idx] = torch.where(accept.unsqueeze(-1), z_new, za)
         size = torch.linalg.vector_norm(za, dim=-1).clamp_min(1)
         small = torch.linalg.vector_norm(z_new - za, dim=-1) <= 10 * eps * size

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geninv._validation import check_int, check_real, fail
+from geninv._validation import check_choice, check_int, check_real, fail
 from geninv.inversion._layerwise import StepProblem, sweep
 from geninv.inversion.registry import register
 from geninv.solvers.linear import enforce_inequalities, lstsq_rows, nnls_rows
@@ -89,6 +89,12 @@ class LatentPursuitConfig:
         sweep did not fit); 0 turns it off (the paper's pure layer-wise pass).
     saturation_tol : float
         Sigmoid / tanh outputs this close to their bounds give an inequality, not an equation.
+    undetermined : {'nnls', 'joint'}
+        Steps whose rows do not determine the layer: ``'nnls'`` solves the paper's non-negative
+        least-squares problem with the inequalities; ``'joint'`` takes the minimum-norm least-squares
+        solution and leaves the rest to the joint refit of z (much faster where the generator as a
+        whole is determined, e.g. many pixels missing on a well-expanded network; the hybrid tries
+        it first).
     """
 
     lam_scale: float = 0.0
@@ -96,12 +102,14 @@ class LatentPursuitConfig:
     threshold: float = 2.0
     refit_iter: int = 20
     saturation_tol: float = 1e-6
+    undetermined: str = "nnls"
 
     def __post_init__(self) -> None:
         check_real("lam_scale", self.lam_scale, low=0.0)
         check_real("threshold", self.threshold, low=0.0)
         check_int("refit_iter", self.refit_iter, low=0)
         check_real("saturation_tol", self.saturation_tol, low=0.0, high=0.1)
+        check_choice("undetermined", self.undetermined, ("nnls", "joint"))
         if not isinstance(self.inequalities, bool):
             fail("inequalities", "a bool (true or false)", self.inequalities)
 
@@ -136,6 +144,8 @@ def latent_pursuit_step(p: StepProblem, config: LatentPursuitConfig) -> tuple[to
         tol = _fit_tol(x.dtype) * x.abs().amax(-1, keepdim=True)
         noisy = p.noise[idx] > 0
         take = det & (lam[idx] == 0) & (noisy | (x >= -tol).all(-1))
+        if config.undetermined == "joint":
+            take = torch.ones_like(take)  # the joint refit resolves what the rows do not determine
         x = x.clamp_min(0)
         names.add("lstsq")
         rest = ~take
@@ -153,7 +163,7 @@ def latent_pursuit_step(p: StepProblem, config: LatentPursuitConfig) -> tuple[to
         idx = torch.nonzero(todo).flatten()
         x[idx], ok[idx] = solve(p.rows[idx], idx)
     names.add("lstsq")
-    if config.inequalities and bool(p.off_rows.any()):
+    if config.inequalities and config.undetermined == "nnls" and bool(p.off_rows.any()):
         bad = ~_feasible(p, x)
         if bool(bad.any()):
             idx = torch.nonzero(bad).flatten()
