@@ -221,20 +221,16 @@ class LayeredBPConfig:
     lam_scale : float
         Lasso weight as a multiple of ``noise * sqrt(2 log n) * median column norm`` of the
         (whitened) rows (noisy only).
-    iters : int
-        FISTA iterations of the noisy Lasso.
     threshold, refit_iter, saturation_tol : as for latent-pursuit.
     """
 
     lam_scale: float = 0.5
-    iters: int = 300
     threshold: float = 2.0
     refit_iter: int = 20
     saturation_tol: float = 1e-6
 
     def __post_init__(self) -> None:
         check_real("lam_scale", self.lam_scale, low=0.0)
-        check_int("iters", self.iters, low=1)
         check_real("threshold", self.threshold, low=0.0)
         check_int("refit_iter", self.refit_iter, low=0)
         check_real("saturation_tol", self.saturation_tol, low=0.0, high=0.1)
@@ -267,7 +263,6 @@ def lbp_step(p: StepProblem, config: LayeredBPConfig) -> tuple[torch.Tensor, str
             p.rows[nid],
             lam=_auto_lam(p, config.lam_scale)[nid],
             weights=None if p.row_weights is None else p.row_weights[nid],
-            iters=config.iters,
         )
         x[nid] = uv[:, : p.n] - uv[:, p.n :]
         ok[nid] = True
