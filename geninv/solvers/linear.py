@@ -52,11 +52,14 @@ def lstsq_rows(
     *,
     weights: torch.Tensor | None = None,
     refine: int = 2,
+    mixed: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Least squares ``min ||W[rows] x - t[rows]||`` per signal, x zero outside ``cols``.
 
     Normal equations with a Cholesky factorization (batched), made accurate to working precision by
-    ``refine`` steps of iterative refinement. Returns ``(x, determined)`` where ``determined`` is
+    ``refine`` steps of iterative refinement. ``mixed``: float64 problems with many unknowns factorise
+    in float32 and refine in float64 (:func:`_lstsq_mixed`), falling back to float64 where that
+    does not settle. Returns ``(x, determined)`` where ``determined`` is
     True when the restricted matrix has full column rank (the solution is unique).
     """
     batch, n = target.shape[0], weight.shape[1]
@@ -64,15 +67,32 @@ def lstsq_rows(
         # Every signal uses the same rows (a fixed mask): one factorization serves the batch.
         x1, det1 = _lstsq_shared(weight[rows[0]], (target * rows)[:, rows[0]], refine)
         return x1, det1.expand(batch).clone()
-    if cols is None and weights is None:
+    if cols is None:
         # Gather each signal's rows (padded with zero rows to the longest): the Gram costs
         # rows x n^2 instead of m x n^2 (half, for a relu layer with half its units active).
         k = int(rows.sum(-1).max())
         order = torch.argsort((~rows).to(torch.int8), dim=-1, stable=True)[:, :k]
         valid = torch.gather(rows, 1, order).to(weight.dtype)
+        if weights is not None:
+            valid = valid * torch.gather(weights, 1, order)
+        if mixed and weight.dtype == torch.float64 and n >= MIXED_MIN_UNKNOWNS:
+            # Gathered in float32 directly: the gather itself costs as much as the Gram in float64.
+            a32 = weight.float().index_select(0, order.reshape(-1)).view(batch, k, n)
+            a32.mul_(valid.float().unsqueeze(-1))
+            rw = rows.to(weight.dtype) if weights is None else rows.to(weight.dtype) * weights
+            x, done, det = _lstsq_mixed(weight, target * rows, rw, a32)
+            if bool(done.all()):
+                return x, det
+            rest = torch.nonzero(~done).flatten()
+            sub_weights = None if weights is None else weights[rest]
+            x_rest, det_rest = lstsq_rows(
+                weight, target[rest], rows[rest], weights=sub_weights, refine=refine, mixed=False
+            )
+            x[rest], det[rest] = x_rest, det_rest
+            return x, det
         a = weight.index_select(0, order.reshape(-1)).view(batch, k, n).mul_(valid.unsqueeze(-1))
-        gram = a.transpose(-1, -2) @ a
         tt = torch.gather(target, 1, order) * valid
+        gram = a.transpose(-1, -2) @ a
     else:
         gram, a = masked_gram(weight, rows, cols, weights)
         tt = target * rows.to(target.dtype)
@@ -105,6 +125,52 @@ def lstsq_rows(
     n_free = free.sum(-1)
     determined = determined & (n_rows >= n_free)
     return x, determined
+
+
+MIXED_MIN_UNKNOWNS = 48
+"""From this many unknowns, float64 least squares factorises in float32 and refines in float64."""
+
+
+def _lstsq_mixed(weight: torch.Tensor, target: torch.Tensor, rw: torch.Tensor, a32: torch.Tensor, refine: int = 6):
+    """Weighted least squares ``min ||diag(rw) (W x - t)||`` per signal, float64, in mixed precision.
+
+    ``a32`` (B, k, n, float32) holds each signal's gathered, weighted rows. Its Gram matrix and Cholesky factor
+    are computed in float32 (several times cheaper than float64 on small batched matrices), then
+    iterative refinement with float64 residuals ``W^T diag(rw^2) (t - W x)`` (two plain matrix
+    products with the shared W) converges to float64 accuracy wherever the Gram's condition number
+    is well below 1/eps32.
+
+    Returns ``(x, done, determined)``: ``done`` is False for signals whose refinement did not settle
+    (ill-conditioned, or a failed factorisation); the caller re-solves those in float64.
+    """
+    n = a32.shape[-1]
+    gram32 = a32.transpose(-1, -2) @ a32
+    chol, info = torch.linalg.cholesky_ex(gram32)
+    scale = torch.diagonal(gram32, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(torch.float32).tiny)
+    pivots = torch.diagonal(chol, dim1=-2, dim2=-1).pow(2)
+    well = (info == 0) & (pivots.amin(-1) > scale * gram_rank_tol(torch.float32, n))
+
+    def solve(r: torch.Tensor) -> torch.Tensor:
+        y = torch.linalg.solve_triangular(chol, r.float().unsqueeze(-1), upper=False)
+        return torch.linalg.solve_triangular(chol.transpose(-1, -2), y, upper=True).squeeze(-1).double()
+
+    rw2 = rw * rw
+    rhs = (target * rw2) @ weight
+    x = solve(rhs)
+    settled = torch.zeros_like(well)
+    for _ in range(refine):
+        step = solve(rhs - ((x @ weight.T) * rw2) @ weight)
+        x = x + step
+        small = torch.linalg.vector_norm(step, dim=-1) <= 100 * _eps(torch.float64) * torch.linalg.vector_norm(
+            x, dim=-1
+        )
+        settled = settled | small
+        if bool((settled | ~well).all()):
+            break
+    done = well & settled & torch.isfinite(x).all(-1)
+    # Well conditioned in float32 is well conditioned in float64: determined when rows suffice.
+    n_rows = (rw != 0).sum(-1)
+    return torch.where(done.unsqueeze(-1), x, torch.zeros_like(x)), done, done & (n_rows >= n)
 
 
 def _lstsq_shared(a: torch.Tensor, t: torch.Tensor, refine: int) -> tuple[torch.Tensor, torch.Tensor]:

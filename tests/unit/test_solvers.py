@@ -138,3 +138,28 @@ def test_batched_nonneg_lasso_matches_cvxpy():
     for b in range(3):
         ref = reference.constrained_lstsq(w, t[b], nonneg=True, lam=float(lam[b]))
         np.testing.assert_allclose(x[b].numpy(), ref, atol=1e-5)
+
+
+def test_mixed_precision_least_squares_is_float64_accurate_and_falls_back():
+    """float64 least squares factorises in float32 and refines in float64: same answer as float64;
+    an ill-conditioned signal (condition ~1e9, beyond float32) is re-solved in float64."""
+    from geninv.solvers import linear
+
+    rng = np.random.default_rng(9)
+    n, m, batch = 64, 150, 5
+    w = rng.normal(size=(m, n))
+    w[:, -1] = w[:, 0] + 1e-9 * rng.normal(size=m)  # nearly dependent columns
+    rows = torch.from_numpy(rng.random((batch, m)) < 0.8)
+    rows[0] = True
+    x_true = rng.normal(size=(batch, n))
+    t = torch.from_numpy(x_true @ w.T)
+    wt = torch.from_numpy(w)
+    mixed, det_m = linear.lstsq_rows(wt, t, rows)
+    plain, det_p = linear.lstsq_rows(wt, t, rows, mixed=False)
+    torch.testing.assert_close(mixed, plain, rtol=1e-6, atol=1e-6)
+    assert det_m.tolist() == det_p.tolist()
+    w2 = rng.normal(size=(m, n))
+    t2 = torch.from_numpy(x_true @ w2.T)
+    x2, det2 = linear.lstsq_rows(torch.from_numpy(w2), t2, rows)
+    np.testing.assert_allclose(x2.numpy(), x_true, rtol=0, atol=1e-11)
+    assert bool(det2.all())
