@@ -68,27 +68,39 @@ def build_figure(payload: dict, preset: str):
     return fig  # ties: experiments.figure already draws earlier traces wider
 
 
-def render(presets: Sequence[str], *, width: int, height: int, chromium: str, folder: Path = HERE) -> list[Path]:
+def figures_to_png(figs, *, width: int, height: int, chromium: str = "/usr/bin/chromium") -> list[bytes]:
+    """PNG bytes of plotly figures, drawn by plotly.js in one headless chromium session."""
     from playwright.sync_api import sync_playwright
 
-    written = []
+    images = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page()
-        for preset in presets:
-            payload = json.loads((folder / f"{preset}.json").read_text())
-            fig = build_figure(payload, preset)
+        for fig in figs:
             page.set_content(fig.to_html(include_plotlyjs=True, full_html=True, div_id="fig"))
             page.wait_for_function("() => window.Plotly && document.querySelector('#fig .main-svg')")
             url = page.evaluate(
                 "([w, h]) => Plotly.toImage(document.getElementById('fig'), {format: 'png', width: w, height: h})",
                 [width, height],
             )
-            out = folder / f"{preset}.png"
-            out.write_bytes(base64.b64decode(url.split(",", 1)[1]))
-            written.append(out)
-            print(f"wrote {out} ({out.stat().st_size // 1024} KiB)")
+            images.append(base64.b64decode(url.split(",", 1)[1]))
         browser.close()
+    return images
+
+
+def to_png(fig, *, width: int = 800, height: int = 450, chromium: str = "/usr/bin/chromium") -> bytes:
+    """PNG bytes of one plotly figure (see :func:`figures_to_png`)."""
+    return figures_to_png([fig], width=width, height=height, chromium=chromium)[0]
+
+
+def render(presets: Sequence[str], *, width: int, height: int, chromium: str, folder: Path = HERE) -> list[Path]:
+    figs = [build_figure(json.loads((folder / f"{p}.json").read_text()), p) for p in presets]
+    written = []
+    for preset, image in zip(presets, figures_to_png(figs, width=width, height=height, chromium=chromium)):
+        out = folder / f"{preset}.png"
+        out.write_bytes(image)
+        written.append(out)
+        print(f"wrote {out} ({out.stat().st_size // 1024} KiB)")
     return written
 
 
