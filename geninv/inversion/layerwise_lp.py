@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geninv._validation import check_real
+from geninv._validation import check_real, fail
 from geninv.inversion._layerwise import StepProblem, sweep
 from geninv.inversion.registry import register
 
@@ -34,7 +34,7 @@ class LinearProgramConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.inequalities, bool):
-            raise TypeError(f"The 'inequalities' parameter must be a bool. Got {self.inequalities!r} instead.")
+            fail("inequalities", "a bool", self.inequalities)
         check_real("saturation_tol", self.saturation_tol, low=0.0, high=0.1)
 
 

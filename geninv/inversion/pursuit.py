@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geninv._validation import check_real
+from geninv._validation import check_real, fail
 from geninv.inversion._layerwise import StepProblem, sweep
 from geninv.inversion.registry import register
 from geninv.solvers.linear import lstsq_rows, nnls_rows
@@ -72,7 +72,7 @@ class LatentPursuitConfig:
         check_real("lam_scale", self.lam_scale, low=0.0)
         check_real("saturation_tol", self.saturation_tol, low=0.0, high=0.1)
         if not isinstance(self.inequalities, bool):
-            raise TypeError(f"The 'inequalities' parameter must be a bool. Got {self.inequalities!r} instead.")
+            fail("inequalities", "a bool", self.inequalities)
 
 
 def latent_pursuit_step(p: StepProblem, config: LatentPursuitConfig) -> tuple[torch.Tensor, str, torch.Tensor]:

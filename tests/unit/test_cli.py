@@ -72,7 +72,7 @@ def test_sweep_custom(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["invert", "--generator", "random:20-x"], "must be integers"),
+        (["invert", "--generator", "random:20-x"], "must be positive integers"),
         (["invert", "--generator", "random:4-16-48", "--missing", "1.5"], "'missing'"),
         (["sweep", "nonsense"], "Unknown preset"),
         (["certify", "--generator", "resnet50"], "Unknown generator spec"),
