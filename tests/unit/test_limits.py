@@ -9,6 +9,7 @@ import pytest
 import geninv
 from geninv import demo, limits
 from geninv.errors import BudgetError, InvalidValueError, ModelFormatError
+from geninv.experiments import SweepConfig
 
 
 def test_budget_from_env_changes_named_limits_only():
@@ -109,6 +110,25 @@ def test_experiment_past_the_cost_budget_names_the_limit_and_the_setting():
     text = str(info.value)
     assert "limit 'max_cost'" in text and "GENINV_BUDGET='max_cost=...'" in text and "gd" in text
     assert limits.Budget(max_cost=1e16).check_experiment(exp).total > 5e12  # a lab machine may allow it
+
+
+def test_sweep_limits():
+    b = limits.Budget()
+    base = SweepConfig(generator="random:20-128-392-784", values=(0.0, 0.3), methods=("latent-pursuit",), trials=5)
+    assert b.check_sweep(base).total > 0
+    with pytest.raises(BudgetError, match="max_batch"):
+        b.check_sweep(dataclasses.replace(base, trials=501))
+    with pytest.raises(BudgetError, match="max_sweep_values"):
+        b.check_sweep(dataclasses.replace(base, values=tuple(i / 100 for i in range(51))))
+    with pytest.raises(BudgetError, match="max_sweep_runs"):
+        limits.Budget(max_sweep_runs=9).check_sweep(base)
+    with pytest.raises(BudgetError, match="max_width"):
+        b.check_sweep(dataclasses.replace(base, generator="random:20-9000-20"))
+    expansion = SweepConfig(generator="random:20-40", variable="expansion", values=(2.0, 20.0), methods=("lbp",))
+    with pytest.raises(BudgetError, match=r"expansion=20.*max_width"):
+        b.check_sweep(expansion)
+    with pytest.raises(BudgetError, match="max_cost"):
+        b.check_sweep(dataclasses.replace(base, methods=("gd",), trials=500, values=(0.0, 0.1, 0.2)))
 
 
 def test_spec_strings_meet_hard_limits_on_any_machine():
