@@ -137,3 +137,12 @@ def test_spec_strings_meet_hard_limits_on_any_machine():
     with pytest.raises(ModelFormatError, match="units"):
         geninv.io.parse_spec("random:20-2000000")
     assert geninv.io.parse_spec("random:20-50000-20")["widths"] == [20, 50000, 20]  # big, but the library may
+
+
+def test_the_readme_states_the_default_budget():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for f in dataclasses.fields(limits.Budget):
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{f.name}` |"))
+        assert float(row.split("|")[2]) == getattr(limits.Budget(), f.name), row
