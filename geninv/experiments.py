@@ -531,6 +531,9 @@ def _stop_pool(pool: Any) -> None:
             proc.terminate()
     for proc in processes:
         proc.join(timeout=5)
+        if proc.is_alive():  # still starting up, or ignoring SIGTERM
+            proc.kill()
+            proc.join(timeout=5)
 
 
 def connect(address: str, *, timeout: float = 10.0) -> Any:
