@@ -109,6 +109,9 @@ def test_invert_checks_the_observation_against_the_generator(G):
     single = Observation(y=obs.y.float(), operator=obs.operator, noise_sigma=obs.noise_sigma)
     with pytest.raises(geninv.InvalidValueError, match="'observation.y'.*dtype torch.float64"):
         geninv.invert(G, single, method="gd")
+    elsewhere = Observation(y=obs.y.to("meta"), operator=obs.operator, noise_sigma=obs.noise_sigma)
+    with pytest.raises(geninv.InvalidValueError, match="on the generator's device cpu. Got 'a tensor on meta'"):
+        geninv.invert(G, elsewhere, method="gd")  # the meta device stands in for a GPU on a CPU-only machine
     wrong_truth = Observation(y=obs.y, operator=obs.operator, noise_sigma=obs.noise_sigma, z_true=obs.z_true[:, :3])
     with pytest.raises(geninv.ShapeError, match="'observation.z_true'"):
         geninv.invert(G, wrong_truth, method="gd")
