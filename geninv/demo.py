@@ -276,9 +276,8 @@ class Experiment:
             if key not in q:
                 continue
             value = _link_value(key, q[key], noise)
-            if key not in used:  # harmless only when it says what the default would
-                default = _CORRUPTION_DEFAULTS.get(key, None if key != "level" else math.nan)
-                if value != default:
+            if key not in used:  # an unused key is harmless only when it says what the default would
+                if key == "level" or value != _CORRUPTION_DEFAULTS[key]:
                     fail(key, f"absent with mask={mask} and noise={noise} (it would not be used)", q[key])
                 continue
             fields[{"level": "sigma" if noise == "sigma" else "snr_db"}.get(key, key)] = value
@@ -304,8 +303,7 @@ class Experiment:
                 limits.check_method(method, make_config(method, **exp.options.get(method, {})), batch=1, latent_dim=0)
         else:
             widths = limits.check_spec(generator)
-            if mask == "box":
-                exp.corruption.mask_array(widths[-1])  # the box must lie inside the image
+            exp.corruption.mask_array(widths[-1])  # a box inside the image, a custom mask of the right size...
             limits.check_experiment(exp, widths)
         return exp
 
@@ -369,8 +367,7 @@ def _link_value(key: str, text: str, noise: str) -> Any:
     if key == "missing":
         return _link_float("missing", text, *LINK_RANGES["missing"])
     if key == "level":
-        name = "sigma" if noise == "sigma" else "snr_db"
-        return _link_float("level", text, *LINK_RANGES[name]) if noise != "none" else math.nan
+        return _link_float("level", text, *LINK_RANGES["sigma" if noise == "sigma" else "snr_db"])
     if key == "box":
         parts = text.split(",")
         if len(parts) != 4 or not all(_INT.fullmatch(p) for p in parts):

@@ -70,6 +70,9 @@ HOSTILE_LINKS = [
     ({"options": '{"gd":{"lr":[1]}}'}, "'lr'"),
     ({"options": '["gd"]'}, "'options'"),
     ({"custom": "x" * 30_000, "mask": "custom"}, "'custom'"),
+    ({"mask": "custom", "custom": demo.pack_mask(np.ones(10, bool))}, "'custom'"),  # 10 pixels, not 784
+    ({"gen": "random:6-24-96", "mask": "half"}, "non-image output"),
+    ({"mask": "box", "box": "0,0,28,28"}, "hides every coordinate"),
 ]
 
 
