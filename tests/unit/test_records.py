@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
+import types
 
 import pytest
 import torch
@@ -174,7 +176,10 @@ def test_sweep_html_works_offline(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_interrupt_with_workers_keeps_the_finished_tasks_and_ends_the_workers(tmp_path):
+def test_an_interrupt_with_workers_keeps_the_finished_tasks_and_ends_the_workers(tmp_path, monkeypatch):
+    # Spawned workers re-import __main__ from its file; AppTest (earlier in the same pytest run) leaves
+    # __main__ pointing at the dashboard script, which must not run in a worker.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     path = tmp_path / "r.jsonl"
 
     def interrupt(fraction, message):
