@@ -9,21 +9,23 @@ from typing import Any
 
 import streamlit as st
 
-from geninv import certify, demo, io, masks
+from geninv import certify, demo, io, limits, masks
 
 MAX_RUNS = 8
 
 
-@st.cache_resource(max_entries=8, show_spinner="Loading the generator…")
+@st.cache_resource(max_entries=4, show_spinner="Loading the generator…")
 def generator(spec: str):
-    """The generator a spec names, in float64 (exact inversion needs it)."""
+    """The generator a spec names, in float64 (exact inversion needs it); never one past the server's budget."""
+    limits.budget().check_spec(spec)
     return io.generator_from_spec(spec).double()
 
 
 @st.cache_resource(max_entries=4, show_spinner="Checking the uploaded model…")
 def uploaded_generator(digest: str, _arch: bytes, _weights: bytes):
-    """An uploaded model (validated by geninv.io); ``digest`` keys the cache (the files are not hashed again)."""
-    return io.load_generator_bytes(_arch, _weights).double()
+    """An uploaded model (validated by geninv.io, its size by the budget before the weights are read);
+    ``digest`` keys the cache (the files are not hashed again)."""
+    return io.load_generator_bytes(_arch, _weights, limits=limits.budget()).double()
 
 
 def digest(*blobs: bytes) -> str:

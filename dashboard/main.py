@@ -1,4 +1,8 @@
-"""geninv dashboard: ``streamlit run dashboard/streamlit_app.py``."""
+"""geninv dashboard: ``streamlit run dashboard/streamlit_app.py``.
+
+Every page runs inside :func:`dashboard.safety.guard`: whatever it raises, the visitor sees a short
+message and the server's log gets the traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `streamlit run` puts dashboard/ on the path, not the repository root
     sys.path.insert(0, str(ROOT))
 
+from dashboard import safety  # noqa: E402  (needs the path set above)
+
 st.set_page_config(page_title="geninv — invert generative models", page_icon=":material/replay:", layout="wide")
 
 PAGES = Path(__file__).resolve().parent / "app_pages"
@@ -21,4 +27,6 @@ navigation = st.navigation(
         st.Page(PAGES / "theory.py", title="Theory", icon=":material/functions:"),
     ]
 )
-navigation.run()
+safety.configure_logging()
+with safety.guard(f"page {navigation.title!r}"):
+    navigation.run()

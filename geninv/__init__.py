@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from geninv import masks
 from geninv.errors import (
+    BudgetError,
     ConvergenceWarning,
     GeninvError,
     InvalidMaskError,
@@ -34,6 +35,8 @@ _LAZY = {
     "load_generator": "geninv.io",
     "save_generator": "geninv.io",
     "experiments": "geninv.experiments",
+    "limits": "geninv.limits",
+    "demo": "geninv.demo",
 }
 
 
@@ -48,6 +51,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "Activation",
+    "BudgetError",
     "Certificate",
     "ConvergenceWarning",
     "GaussianMatrix",
@@ -70,8 +74,10 @@ __all__ = [
     "UnsupportedError",
     "__version__",
     "certify",
+    "demo",
     "experiments",
     "invert",
+    "limits",
     "load_generator",
     "masks",
     "methods",

@@ -1,6 +1,7 @@
 """The ``geninv`` command line: invert, certify, sweep, train.
 
-Bad input exits with status 2 and one line on stderr (no traceback).
+Bad input exits with status 2 and one line on stderr (no traceback), checked before any compute.
+Progress goes to stderr: a bar redrawn in place on a terminal, plain lines in a log file.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,35 +17,89 @@ from typing import Any
 EPILOG = "Generators: 'mnist' or 'random:20-128-392-784[:seed=0][:bias][:hidden=leaky_relu][:output=sigmoid]'."
 
 
-_last_shown = [-1.0]
+class _Progress:
+    """A progress bar redrawn in place (``\\r``) on a terminal; plain lines every 10% into a file or pipe."""
 
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self.last = -1.0
 
-def _progress(fraction: float, message: str) -> bool:
-    if 0 < fraction < 1 and fraction - _last_shown[0] < 0.01:  # redraw at most every 1%
+    def __call__(self, fraction: float, message: str) -> bool:
+        step = 0.01 if self.tty else 0.1
+        if 0 < fraction < 1 and fraction - self.last < step:
+            return True
+        self.last = fraction if fraction < 1 else -1.0
+        if self.tty:
+            width = 30
+            done = round(fraction * width)
+            self.stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {100 * fraction:5.1f}%  {message[:60]:<60}")
+            if fraction >= 1:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"{100 * fraction:5.1f}%  {message[:60]}\n")
+        self.stream.flush()
         return True
-    _last_shown[0] = fraction if fraction < 1 else -1.0
-    width = 30
-    done = round(fraction * width)
-    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {100 * fraction:5.1f}%  {message[:60]:<60}")
-    sys.stderr.flush()
-    if fraction >= 1:
-        sys.stderr.write("\n")
-    return True
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the rest of geninv's errors are too)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _fail(message: str) -> None:
+    from geninv.errors import InvalidValueError
+
+    raise InvalidValueError(message)
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    """Options every command shares, checked before any work."""
+    from geninv._validation import check_int, check_real
+    from geninv.observation import SNR_DB_RANGE
+
+    check_int("samples", args.samples, low=1)
+    check_int("seed", args.seed, low=0, high=2**63 - 1)
+    if args.missing is not None:
+        check_real("missing", args.missing, low=0.0, high=1.0, high_open=True)
+    if args.box is not None:
+        check_int("box", args.box, low=0)
+    if args.sigma is not None:
+        check_real("sigma", args.sigma, low=0.0)
+    if getattr(args, "snr", None) is not None:
+        check_real("snr", args.snr, low=SNR_DB_RANGE[0], high=SNR_DB_RANGE[1])
+    if args.mask_png is not None and not Path(args.mask_png).is_file():
+        _fail(f"The 'mask-png' parameter must be a PNG file. Got {args.mask_png!r}, which is not a file.")
+
+
+def _out_folder(text: str) -> Path:
+    """The output folder, created now, so that a bad ``--out`` fails before any compute."""
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        _fail(f"The 'out' parameter must be a folder. Got {text!r}, which is a file.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"The 'out' parameter must be a folder geninv can create. Got {text!r} ({exc.strerror}).")
+    if not os.access(out, os.W_OK):
+        _fail(f"The 'out' parameter must be a writable folder. Got {text!r}.")
+    return out
 
 
 def _mask(args: argparse.Namespace, n: int):
     from geninv import masks
 
-    chosen = [x for x in (args.missing, args.box, args.half, args.mask_png) if x]
-    if len(chosen) > 1:
-        raise ValueError("Choose one of --missing, --box, --half, --mask-png.")
-    if args.missing:
+    # argparse allows only one of them (a mutually exclusive group)
+    if args.missing is not None:
         return masks.random_pixels(n, args.missing, seed=args.seed)
-    if args.box:
+    if args.box is not None:
         return masks.center_box(n, args.box)
-    if args.half:
+    if args.half is not None:
         return masks.half(n, hide=args.half)
-    if args.mask_png:
+    if args.mask_png is not None:
         return masks.from_png(args.mask_png, n)
     return None
 
@@ -55,13 +111,16 @@ def cmd_invert(args: argparse.Namespace) -> int:
     from geninv.experiments import run_methods
     from geninv.io import generator_from_spec
 
+    _check_common(args)
+    if len(set(args.methods)) != len(args.methods):
+        _fail(f"The 'methods' parameter must name each method once. Got {' '.join(args.methods)}.")
+    out = _out_folder(args.out)
     gen = generator_from_spec(args.generator, dtype=None).double()
     mask = _mask(args, gen.output_dim)
     z = gen.sample_latent(args.samples, seed=args.seed)
     obs = observe(gen, z, mask=mask, noise_sigma=args.sigma, snr_db=args.snr, seed=args.seed)
-    results = run_methods(gen, obs, args.methods, seed=args.seed, progress=_progress)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    results = run_methods(gen, obs, args.methods, seed=args.seed, progress=_Progress())
+    written: list[Path] = []
     report: dict[str, Any] = {
         "generator": args.generator,
         "samples": args.samples,
@@ -74,11 +133,12 @@ def cmd_invert(args: argparse.Namespace) -> int:
     side = round(gen.output_dim**0.5)
     is_image = side * side == gen.output_dim
     if is_image:
-        _save_png(obs.x_true.numpy(), side, out / "original.png")
+        written.append(_save_png(obs.x_true.numpy(), side, out / "original.png"))
         observed = obs.operator.adjoint(obs.y).numpy()
-        _save_png(observed, side, out / "observed.png", mask=mask)
+        written.append(_save_png(observed, side, out / "observed.png", mask=mask))
         if mask is not None:
             masks.to_png(mask, (side, side), out / "mask.png")
+            written.append(out / "mask.png")
     for method, res in results.items():
         if isinstance(res, Exception):
             report["methods"][method] = {"error": str(res)}
@@ -99,22 +159,44 @@ def cmd_invert(args: argparse.Namespace) -> int:
             f"{summary['median_latent_error']:.2e}  PSNR {summary['median_psnr']:.1f} dB  {res.seconds:.2f} s"
         )
         if is_image:
-            _save_png(res.x_hat.numpy(), side, out / f"reconstruction_{method}.png")
-    (out / "results.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    print(f"wrote {out / 'results.json'}")
+            written.append(_save_png(res.x_hat.numpy(), side, out / f"reconstruction_{method}.png"))
+    (out / "results.json").write_text(json.dumps(_finite(report), indent=1, allow_nan=False) + "\n")
+    written.insert(0, out / "results.json")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
-def _save_png(x, side: int, path: Path, mask=None) -> None:
+def _finite(x: Any) -> Any:
+    """Plain JSON: numpy scalars as numbers, NaN and inf as null (never a bare NaN in the file)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _finite(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _save_png(x, side: int, path: Path, mask=None) -> Path:
     from geninv.viz import grid_png
 
     path.write_bytes(grid_png(x, (side, side), mask=mask))
+    return path
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
     from geninv import certify
     from geninv.io import generator_from_spec
 
+    _check_common(args)
     gen = generator_from_spec(args.generator).double()
     mask = _mask(args, gen.output_dim)
     cert = certify(gen, gen.sample_latent(args.samples, seed=args.seed), mask=mask, noise_sigma=args.sigma or 0.0)
@@ -144,7 +226,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from geninv.experiments import PRESETS, SweepConfig, run_sweep, summarize, write_results
+    from geninv._validation import check_int
+    from geninv.experiments import CLEAN_DB, PRESETS, SweepConfig, connect, run_sweep, summarize, write_results
 
     if args.preset:
         if args.preset not in PRESETS:
@@ -157,23 +240,37 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         config = SweepConfig(generator=args.generator, variable=args.variable, values=tuple(args.values))
         name = f"sweep-{args.variable}"
     changes: dict[str, Any] = {}
-    if args.trials:
+    if args.trials is not None:
         changes["trials"] = args.trials
     if args.methods:
         changes["methods"] = tuple(args.methods)
     if args.seed is not None:
         changes["seed"] = args.seed
     config = dataclasses.replace(config, **changes)
-    out = Path(args.out)
-    records_path = out / f"{name}.records.jsonl" if args.resume else None
-    records = run_sweep(
-        config, progress=_progress, records_path=records_path, scheduler=args.scheduler, n_workers=args.workers
-    )
+    check_int("workers", args.workers, low=1)
+    out = _out_folder(args.out)
+    records_path = out / f"{name}.records.jsonl"
+    if not args.resume and (records_path.exists() or records_path.is_symlink()):
+        records_path.unlink()  # a fresh sweep; --resume keeps what an earlier run finished
+    scheduler = connect(args.scheduler, timeout=5) if args.scheduler else None
+    try:
+        records = run_sweep(
+            config, progress=_Progress(), records_path=records_path, scheduler=scheduler, n_workers=args.workers
+        )
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"{_end_bar()}geninv: interrupted; the finished tasks are kept in {records_path} (continue with --resume)\n"
+        )
+        return 130
+    finally:
+        if scheduler is not None:
+            scheduler.close()
     write_results(records, config, out, name)
     print(f"{'method':15s} {'value':>8s} {'success':>8s} {'median error':>13s}")
     for r in summarize(records):
-        print(f"{r['method']:15s} {r['value']:8g} {r['success_rate']:8.2f} {r['median_error']:13.2e}")
-    print(f"wrote {out / name}.csv/.json/.html")
+        value = "clean" if config.variable == "noise_db" and r["value"] >= CLEAN_DB else f"{r['value']:g}"
+        print(f"{r['method']:15s} {value:>8s} {r['success_rate']:8.2f} {r['median_error']:13.2e}")
+    print(f"wrote {out / name}.csv/.json/.html and {records_path.name}")
     return 0
 
 
@@ -184,14 +281,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geninv", description="Invert deep generative models.", epilog=EPILOG)
+    from geninv.experiments import ORACLE
+    from geninv.inversion import methods
+
+    names = methods()
+    default_methods = ["gd", "latent-pursuit", "hybrid"]
+    parser = _Parser(prog="geninv", description="Invert deep generative models.", epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def corruption(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--missing", type=float, default=None, help="fraction of random pixels hidden (0..1)")
-        p.add_argument("--box", type=int, default=None, help="side of a hidden centred square (images)")
-        p.add_argument("--half", choices=["top", "bottom", "left", "right"], help="hide one half of the image")
-        p.add_argument("--mask-png", default=None, help="PNG mask: white = observed")
+        hide = p.add_mutually_exclusive_group()
+        hide.add_argument("--missing", type=float, default=None, help="fraction of random pixels hidden (0..1)")
+        hide.add_argument("--box", type=int, default=None, help="side of a hidden centred square (images)")
+        hide.add_argument("--half", choices=["top", "bottom", "left", "right"], help="hide one half of the image")
+        hide.add_argument("--mask-png", default=None, help="PNG mask: white = observed")
         p.add_argument("--sigma", type=float, default=None, help="Gaussian noise standard deviation")
         p.add_argument("--seed", type=int, default=0, help="seed of latents, mask and noise (default 0)")
         p.add_argument("--samples", type=int, default=8, help="number of signals (default 8)")
@@ -200,8 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--generator", default="mnist", help="generator spec (default mnist)")
     corruption(inv)
     inv.add_argument("--snr", type=float, default=None, help="noise as SNR in dB (instead of --sigma)")
-    inv.add_argument("--methods", nargs="+", default=["gd", "latent-pursuit", "hybrid"], help="methods to run")
-    inv.add_argument("--out", default="out/invert", help="output folder for results.json and PNGs")
+    inv.add_argument(
+        "--methods",
+        nargs="+",
+        choices=names,
+        metavar="METHOD",
+        default=default_methods,
+        help=f"methods to run, any of: {', '.join(names)} (default: {' '.join(default_methods)})",
+    )
+    inv.add_argument("--out", default="out/invert", help="output folder for results.json and PNGs (default out/invert)")
     inv.set_defaults(func=cmd_invert)
 
     cer = sub.add_parser("certify", help="per-layer invertibility certificate statistics", epilog=EPILOG)
@@ -217,13 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--generator", default="random:20-128-392-784", help="generator spec for a custom sweep")
     swp.add_argument("--variable", choices=["noise_db", "missing", "box", "expansion"], help="custom sweep variable")
     swp.add_argument("--values", type=float, nargs="+", help="values of the variable")
-    swp.add_argument("--methods", nargs="+", help="methods (default: the preset's)")
+    swp.add_argument(
+        "--methods",
+        nargs="+",
+        choices=[*names, ORACLE],
+        metavar="METHOD",
+        help=f"methods, any of: {', '.join([*names, ORACLE])} (default: the preset's)",
+    )
     swp.add_argument("--trials", type=int, default=None, help="signals per value (default: the preset's)")
     swp.add_argument("--seed", type=int, default=None, help="seed (default: the preset's)")
     swp.add_argument("--workers", type=int, default=1, help="local worker processes (default 1: inline)")
     swp.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://127.0.0.1:8786")
-    swp.add_argument("--resume", action="store_true", help="keep records in OUT/NAME.records.jsonl and resume")
-    swp.add_argument("--out", default="docs/results", help="output folder (default docs/results)")
+    swp.add_argument(
+        "--resume", action="store_true", help="continue from OUT/NAME.records.jsonl (else a fresh sweep replaces it)"
+    )
+    swp.add_argument("--out", default="out/sweeps", help="output folder (default out/sweeps)")
     swp.set_defaults(func=cmd_sweep)
 
     trn = sub.add_parser("train", help="train a shipped generator (see 'geninv train mnist --help')")
@@ -242,9 +360,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, "geninv: error: give --sigma or --snr, not both\n")
     try:
         return int(args.func(args))
-    except (GeninvError, ValueError, FileNotFoundError) as exc:
-        sys.stderr.write(f"\ngeninv: error: {exc}\n")
+    except (GeninvError, ValueError, OSError) as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message held
+        sys.stderr.write(f"{_end_bar()}geninv: error: {message[:500]}\n")
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{_end_bar()}geninv: interrupted\n")
+        return 130
+
+
+def _end_bar() -> str:
+    """A newline that ends a progress bar drawn in place on a terminal (nothing in a log file)."""
+    return "\n" if sys.stderr.isatty() else ""
 
 
 if __name__ == "__main__":

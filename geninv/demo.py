@@ -2,9 +2,13 @@
 
 An :class:`Experiment` is everything needed to reproduce a run (generator spec, latent seed,
 corruption, methods and their options, seed); it round-trips through a URL query so that a link
-reproduces the run. :func:`run` executes it and returns an :class:`Outcome` made of plain numpy
-arrays and dicts (picklable, JSON-exportable): reconstructions, metrics, per-layer supports,
-convergence histories, replay frames and the certificate. Nothing here imports Streamlit.
+reproduces the run. A link is untrusted input: :meth:`Experiment.from_query` reads every value
+exactly as written or refuses it with an error naming the parameter (never a substitute), keeps
+to the ranges the dashboard's widgets allow (:data:`LINK_RANGES`), and checks the whole request
+against the server's :class:`~geninv.limits.Budget` before anything is built. :func:`run` executes
+it and returns an :class:`Outcome` made of plain numpy arrays and dicts (picklable,
+JSON-exportable): reconstructions, metrics, per-layer supports, convergence histories, replay
+frames and the certificate. Nothing here imports Streamlit.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import base64
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +29,7 @@ from geninv import masks
 from geninv._validation import check_choice, check_int, check_real, fail
 from geninv.errors import GeninvError, InvalidValueError
 from geninv.generator import Generator
+from geninv.limits import Budget
 from geninv.observation import Observation, observe
 from geninv.viz import image_shape
 
@@ -35,6 +41,27 @@ UPLOAD = "upload"
 
 MAX_FRAMES = 120
 """Replay frames kept per iterative method (evenly spaced over its records)."""
+SPARK_BUDGET = 2000
+"""Column subsets the certificate of one experiment may search for the exact spark."""
+SEED_MAX = 2**64 - 1
+"""Largest seed torch's random generators take."""
+
+LINK_SEED_MAX = 10**6
+LINK_RANGES: dict[str, tuple[float, float]] = {
+    "missing": (0.0, 0.95),
+    "sigma": (0.0, 10.0),
+    "snr_db": (0.0, 60.0),
+}
+"""What a link may ask for: the ranges of the dashboard's widgets (seeds: 0 to :data:`LINK_SEED_MAX`)."""
+LINK_HIDDEN = ("relu", "leaky_relu")
+LINK_OUTPUT = ("identity", "sigmoid", "tanh", "relu")
+QUERY_KEYS = (
+    "gen", "z", "methods", "seed", "mask", "mask_seed", "missing", "box", "half", "custom",
+    "noise", "noise_seed", "level", "options",
+)  # fmt: skip
+MAX_QUERY_VALUE = 20_000
+"""Characters of one query value (a packed mask of 8192 pixels takes about 1,400)."""
+MAX_OPTION_TEXT = 100
 
 FORMULAS: dict[str, str] = {
     "gd": r"z^{k+1} = z^k - \eta\,\mathrm{Adam}\big(\nabla_z \tfrac12 \|A\,G(z^k) - y\|_2^2\big)",
@@ -90,12 +117,28 @@ class Corruption:
         check_real("missing", self.missing, low=0.0, high=1.0, high_open=True)
         check_real("sigma", self.sigma, low=0.0)
         check_real("snr_db", self.snr_db)
-        check_int("mask_seed", self.mask_seed, low=0)
-        check_int("noise_seed", self.noise_seed, low=0)
-        box = tuple(int(v) for v in self.box)
-        if len(box) != 4 or min(box) < 0:
-            fail("box", "four non-negative integers (top, left, height, width)", self.box)
+        check_int("mask_seed", self.mask_seed, low=0, high=SEED_MAX)
+        check_int("noise_seed", self.noise_seed, low=0, high=SEED_MAX)
+        if not isinstance(self.custom, str):
+            fail("custom", "a packed mask string (see pack_mask)", self.custom)
+        expected = "four integers (top, left, height, width), non-negative, height and width at least 1"
+        if not isinstance(self.box, tuple | list) or len(self.box) != 4:
+            fail("box", expected, self.box)
+        box = tuple(check_int("box", v, low=0) for v in self.box)
+        if min(box[2:]) < 1:
+            fail("box", expected, self.box)
         object.__setattr__(self, "box", box)
+        # Fields the chosen mask / noise does not use take their defaults, so that equal experiments compare equal.
+        unused = {
+            "random": ("box", "half", "custom"),
+            "box": ("missing", "mask_seed", "half", "custom"),
+            "half": ("missing", "mask_seed", "box", "custom"),
+            "custom": ("missing", "mask_seed", "box", "half"),
+            "none": ("missing", "mask_seed", "box", "half", "custom"),
+        }[self.mask]
+        unused += {"none": ("sigma", "snr_db", "noise_seed"), "sigma": ("snr_db",), "snr": ("sigma",)}[self.noise]
+        for name in unused:
+            object.__setattr__(self, name, _CORRUPTION_DEFAULTS[name])
 
     def mask_array(self, n: int) -> np.ndarray | None:
         """The bool mask over ``n`` outputs (True = observed), or None when nothing is hidden."""
@@ -112,6 +155,8 @@ class Corruption:
             fail("mask", f"'none', 'random' or 'custom' for a non-image output of {n} values", self.mask)
         if self.mask == "box":
             top, left, height, width = self.box
+            if top + height > shape[0] or left + width > shape[1]:
+                fail("box", f"a box inside the {shape[0]} x {shape[1]} image (top + height, left + width)", self.box)
             return masks.box(shape, top=top, left=left, height=height, width=width)
         return masks.half(shape, hide=self.half)
 
@@ -135,16 +180,36 @@ class Experiment:
             from geninv.io import parse_spec
 
             parse_spec(self.generator)
-        check_int("latent_seed", self.latent_seed, low=0)
-        check_int("seed", self.seed, low=0)
+        check_int("latent_seed", self.latent_seed, low=0, high=SEED_MAX)
+        check_int("seed", self.seed, low=0, high=SEED_MAX)
+        if not isinstance(self.corruption, Corruption):
+            fail("corruption", "a geninv.demo.Corruption", self.corruption)
+        if isinstance(self.methods, str) or not isinstance(self.methods, tuple | list):
+            fail("methods", "a list of method names", self.methods)
         object.__setattr__(self, "methods", tuple(self.methods))
         if not self.methods:
             fail("methods", "at least one method", "none")
         for m in self.methods:
             check_choice("methods", m, registered())
+        twice = sorted({m for m in self.methods if self.methods.count(m) > 1})
+        if twice:
+            fail("methods", "distinct method names", f"{', '.join(twice)} more than once")
+        if not isinstance(self.options, dict):
+            fail("options", "a dict {method: {option: value}}", self.options)
+        options = {}
         for m, opts in self.options.items():
-            check_choice("options", m, registered())
-            make_config(m, **opts)
+            check_choice("options", m, self.methods)
+            if not isinstance(opts, dict) or not all(isinstance(k, str) for k in opts):
+                fail(f"options[{m!r}]", "a dict {option: value}", opts)
+            for name, value in opts.items():
+                if not _plain(value) or value is None:
+                    fail(f"options[{m!r}][{name!r}]", "a number, a bool or a short text", value)
+            config = make_config(m, **opts)
+            default = make_config(m)
+            changed = {k: _exact(default, k, v) for k, v in opts.items() if getattr(config, k) != getattr(default, k)}
+            if changed:
+                options[m] = changed
+        object.__setattr__(self, "options", options)
 
     def to_query(self) -> dict[str, str]:
         """URL query parameters (strings) that :meth:`from_query` turns back into this experiment."""
@@ -153,9 +218,8 @@ class Experiment:
         query["seed"] = str(self.seed)
         if c.mask != "none":
             query["mask"] = c.mask
-            query["mask_seed"] = str(c.mask_seed)
             query |= {
-                "random": {"missing": f"{c.missing:g}"},
+                "random": {"missing": _float_text(c.missing), "mask_seed": str(c.mask_seed)},
                 "box": {"box": ",".join(map(str, c.box))},
                 "half": {"half": c.half},
                 "custom": {"custom": c.custom},
@@ -163,54 +227,85 @@ class Experiment:
         if c.noise != "none":
             query["noise"] = c.noise
             query["noise_seed"] = str(c.noise_seed)
-            query["level"] = f"{c.sigma:g}" if c.noise == "sigma" else f"{c.snr_db:g}"
+            query["level"] = _float_text(c.sigma if c.noise == "sigma" else c.snr_db)
         options = {m: o for m, o in self.options.items() if o and m in self.methods}
         if options:
             query["options"] = json.dumps(options, separators=(",", ":"), sort_keys=True)
         return query
 
     @classmethod
-    def from_query(cls, query: Mapping[str, Any]) -> Experiment:
-        """Parse URL query parameters; a bad value raises a :class:`GeninvError` naming it."""
-        q = {k: (v[-1] if isinstance(v, list) else v) for k, v in query.items()}
+    def from_query(cls, query: Mapping[str, Any], *, limits: Budget | None = None) -> Experiment:
+        """Parse URL query parameters, exactly as written, and check them against the server's budget.
 
-        def number(key: str, default: Any, kind: type = int) -> Any:
+        Parameters
+        ----------
+        query : mapping of str to str (or to a list of str, all equal)
+        limits : Budget, optional
+            Default: :func:`geninv.limits.budget` (the server's).
+
+        Raises
+        ------
+        GeninvError
+            Naming the parameter: an unknown or repeated key, a value that is not exactly a number /
+            name of the expected kind, one outside the widgets' ranges (:data:`LINK_RANGES`), a key
+            that the chosen mask or noise would not use, options that the dashboard cannot set.
+        BudgetError
+            The experiment exceeds ``limits``; raised before any generator is built.
+        """
+        from geninv.limits import budget
+
+        q = _query_values(query)
+        unknown = sorted(set(q) - set(QUERY_KEYS))
+        if unknown:
+            fail("query", "made of the keys " + ", ".join(QUERY_KEYS), f"the unknown key {unknown[0]!r}")
+        generator = q.get("gen", "mnist")
+        if generator != UPLOAD:
+            _check_link_spec(generator)
+        mask, noise = q.get("mask", "none"), q.get("noise", "none")
+        check_choice("mask", mask, MASKS)
+        check_choice("noise", noise, NOISES)
+        used = {
+            "random": ("missing", "mask_seed"),
+            "box": ("box",),
+            "half": ("half",),
+            "custom": ("custom",),
+            "none": (),
+        }[mask] + (("level", "noise_seed") if noise != "none" else ())
+        fields: dict[str, Any] = {"mask": mask, "noise": noise}
+        for key in ("missing", "mask_seed", "box", "half", "custom", "level", "noise_seed"):
             if key not in q:
-                return default
-            try:
-                return kind(q[key])
-            except ValueError:
-                fail(key, "an integer" if kind is int else "a number", q[key])
-
-        c = Corruption()
-        noise = q.get("noise", "none")
-        corruption = Corruption(
-            mask=q.get("mask", "none"),
-            missing=number("missing", c.missing, float),
-            box=tuple(_ints("box", q["box"])) if "box" in q else c.box,
-            half=q.get("half", c.half),
-            custom=q.get("custom", ""),
-            noise=noise,
-            sigma=number("level", c.sigma, float) if noise == "sigma" else c.sigma,
-            snr_db=number("level", c.snr_db, float) if noise == "snr" else c.snr_db,
-            mask_seed=number("mask_seed", 0),
-            noise_seed=number("noise_seed", 0),
-        )
-        try:
-            options = json.loads(q.get("options", "{}"))
-        except json.JSONDecodeError:
-            fail("options", "JSON of {method: {option: value}}", q.get("options"))
-        if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-            fail("options", "JSON of {method: {option: value}}", q.get("options"))
-        methods = tuple(m for m in q.get("methods", "gd,latent-pursuit").split(",") if m)
-        return cls(
-            generator=q.get("gen", "mnist"),
-            latent_seed=number("z", 0),
-            corruption=corruption,
-            methods=methods,
+                continue
+            value = _link_value(key, q[key], noise)
+            if key not in used:  # an unused key is harmless only when it says what the default would
+                if key == "level" or value != _CORRUPTION_DEFAULTS[key]:
+                    fail(key, f"absent with mask={mask} and noise={noise} (it would not be used)", q[key])
+                continue
+            fields[{"level": "sigma" if noise == "sigma" else "snr_db"}.get(key, key)] = value
+        options = _link_options(q.get("options"))
+        methods = q.get("methods", "gd,latent-pursuit").split(",")
+        if any(not m for m in methods):
+            fail("methods", "method names separated by single commas", q["methods"])
+        exp = cls(
+            generator=generator,
+            latent_seed=_link_int("z", q.get("z", "0")),
+            corruption=Corruption(**fields),
+            methods=tuple(methods),
             options=options,
-            seed=number("seed", 0),
+            seed=_link_int("seed", q.get("seed", "0")),
         )
+        for method, opts in options.items():
+            _check_link_options(method, opts)
+        limits = budget() if limits is None else limits
+        if generator == UPLOAD:  # its size is checked when it is uploaded; here only the options
+            from geninv.inversion.registry import make_config
+
+            for method in exp.methods:
+                limits.check_method(method, make_config(method, **exp.options.get(method, {})), batch=1, latent_dim=0)
+        else:
+            widths = limits.check_spec(generator)
+            exp.corruption.mask_array(widths[-1])  # a box inside the image, a custom mask of the right size...
+            limits.check_experiment(exp, widths)
+        return exp
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -227,11 +322,111 @@ class Experiment:
         return observe(generator, z, mask=mask, noise_sigma=sigma, snr_db=snr, seed=c.noise_seed)
 
 
-def _ints(name: str, text: str) -> list[int]:
+_CORRUPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Corruption)}
+_INT = re.compile(r"[0-9]{1,20}", re.ASCII)
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?", re.ASCII)
+
+
+def _float_text(x: float) -> str:
+    """The shortest text that reads back as exactly ``x`` (``0.35``, ``20``, ``1e-05``)."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _query_values(query: Mapping[str, Any]) -> dict[str, str]:
+    if not isinstance(query, Mapping):
+        fail("query", "a mapping of parameter names to values", query)
+    out = {}
+    for key, value in query.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        texts = {v if isinstance(v, str) else str(v) for v in values if isinstance(v, str | int | float)}
+        if len(texts) != 1 or len(values) != len([v for v in values if isinstance(v, str | int | float)]):
+            fail(str(key)[:40], "given once (or repeated with the same value)", value)
+        text = texts.pop()
+        if len(text) > MAX_QUERY_VALUE:
+            fail(str(key)[:40], f"at most {MAX_QUERY_VALUE} characters", f"{len(text)} characters")
+        out[str(key)] = text
+    return out
+
+
+def _link_int(name: str, text: str, high: int = LINK_SEED_MAX) -> int:
+    if not _INT.fullmatch(text):
+        fail(name, f"an integer from 0 to {high} written in digits", text)
+    return check_int(name, int(text), low=0, high=high)
+
+
+def _link_float(name: str, text: str, low: float, high: float) -> float:
+    if not _FLOAT.fullmatch(text):
+        fail(name, "a decimal number", text)
+    return check_real(name, float(text), low=low, high=high)
+
+
+def _link_value(key: str, text: str, noise: str) -> Any:
+    if key in ("mask_seed", "noise_seed"):
+        return _link_int(key, text)
+    if key == "missing":
+        return _link_float("missing", text, *LINK_RANGES["missing"])
+    if key == "level":
+        return _link_float("level", text, *LINK_RANGES["sigma" if noise == "sigma" else "snr_db"])
+    if key == "box":
+        parts = text.split(",")
+        if len(parts) != 4 or not all(_INT.fullmatch(p) for p in parts):
+            fail("box", "four comma-separated integers top,left,height,width", text)
+        return tuple(int(p) for p in parts)
+    if key == "half":
+        return check_choice("half", text, HALVES)
+    return text  # custom: unpacked (and its size checked) against the generator's output
+
+
+def _check_link_spec(spec: str) -> None:
+    """A spec the dashboard's widgets can show exactly: seed within range, widget activation names."""
+    from geninv.io import parse_spec
+
+    parsed = parse_spec(spec)
+    if parsed["kind"] == "random":
+        check_int("gen seed", parsed["seed"], low=0, high=LINK_SEED_MAX)
+        check_choice("gen hidden", parsed["hidden"], LINK_HIDDEN)
+        check_choice("gen output", parsed["output"], LINK_OUTPUT)
+
+
+def _link_options(text: str | None) -> dict[str, dict[str, Any]]:
+    if text is None:
+        return {}
+    expected = 'JSON of {method: {option: value}}, e.g. {"gd":{"n_iter":300}}'
+
+    def small_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > 18:
+            raise ValueError("integer too long")
+        return int(digits)
+
     try:
-        return [int(v) for v in str(text).split(",")]
-    except ValueError:
-        fail(name, "comma-separated integers", text)
+        options = json.loads(text, parse_int=small_int)
+    except (ValueError, RecursionError):
+        fail("options", expected, text)
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        fail("options", expected, text)
+    return options
+
+
+def _check_link_options(method: str, opts: dict[str, Any]) -> None:
+    """Every option a link sets must be one of the dashboard's fields for the method, of its kind."""
+    fields = {o["name"]: o for o in method_options(method)}
+    for name, value in opts.items():
+        if name not in fields:
+            fail(f"options[{method!r}]", "options the dashboard shows: " + ", ".join(fields), name)
+        kind, choices = fields[name]["kind"], fields[name]["choices"]
+        if kind == "choice" and value not in (choices or ()):
+            fail(f"options[{method!r}][{name!r}]", "one of " + ", ".join(map(repr, choices or ())), value)
+        if kind == "text" and len(str(value)) > MAX_OPTION_TEXT:
+            fail(f"options[{method!r}][{name!r}]", f"at most {MAX_OPTION_TEXT} characters", value)
+
+
+def _exact(default_config: Any, name: str, value: Any) -> Any:
+    """An option's value in its field's type when that is exact (an int for a float field: 1 -> 1.0)."""
+    default = getattr(default_config, name)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def pack_mask(mask: Any) -> str:
@@ -440,7 +635,8 @@ def run(
     obs = experiment.observation(generator)
     trace = obs.trace_true
     mask = obs.mask
-    cert = certify(generator, obs.z_true, mask=mask, noise_sigma=float(obs.noise_sigma[0]), spark_budget=2000)
+    sigma = float(obs.noise_sigma[0])
+    cert = certify(generator, obs.z_true, mask=mask, noise_sigma=sigma, spark_budget=SPARK_BUDGET)
     results = run_methods(
         generator, obs, experiment.methods, options=experiment.options, seed=experiment.seed, progress=progress
     )

@@ -23,6 +23,13 @@ class InvalidMaskError(GeninvError, ValueError):
     """A mask is of the wrong size or observes nothing."""
 
 
+class BudgetError(InvalidValueError):
+    """A request from an untrusted source (a link, a widget, an upload) exceeds the server's budget.
+
+    The message names the limit and how a server operator raises it (see :mod:`geninv.limits`).
+    """
+
+
 class ModelFormatError(GeninvError, ValueError):
     """A generator file or description is malformed or unsafe to load."""
 
@@ -37,6 +44,10 @@ class UnsupportedError(GeninvError, NotImplementedError):
 
 class ConvergenceWarning(RuntimeWarning):
     """An iterative method stopped before meeting its tolerance."""
+
+
+class RecordsWarning(UserWarning):
+    """A sweep's records file had a line that was skipped (a torn last line, a duplicate task)."""
 
 
 class NotCertifiedWarning(UserWarning):

@@ -198,6 +198,8 @@ class Generator(nn.Module):
         Leaky-relu slope.
     name : str, optional
         A label used by caches, exports and the dashboard.
+    dtype : torch.float32 or torch.float64, optional
+        Default: the first weight's dtype if it is one of these. Other dtypes are refused.
 
     Examples
     --------
@@ -238,6 +240,8 @@ class Generator(nn.Module):
 
         first = as_tensor("weights[0]", weights[0], ndim=2)
         dtype = dtype or (first.dtype if first.is_floating_point() else torch.get_default_dtype())
+        if dtype not in (torch.float32, torch.float64):  # lower precision truncates weights and breaks exactness
+            fail("dtype", "torch.float32 or torch.float64 (convert the weights first)", dtype)
         n_prev = None
         for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
             w = as_tensor(f"weights[{i}]", w, ndim=2, dtype=dtype)

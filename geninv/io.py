@@ -10,10 +10,13 @@ File format (version 1). A generator saved at ``path`` is two files side by side
     tensors ``weight_i`` of shape ``(n_{i+1}, n_i)`` and ``bias_i`` of shape ``(n_{i+1},)`` for the
     layers whose ``bias`` entry is true; nothing else.
 
-Loading is safe: files above :data:`MAX_FILE_BYTES` are refused before they are read, the
-safetensors header is parsed by the safetensors library (never by pickle), the architecture is
-validated (widths chain, activation names, expected tensor names, shapes, floating dtypes, finite
-values) before a :class:`~geninv.generator.Generator` is built, and any failure raises
+Loading is safe: files above :data:`MAX_FILE_BYTES` (an architecture JSON above
+:data:`MAX_ARCH_BYTES`) are refused before they are read, the JSON may not nest or carry huge
+numbers, the safetensors header is parsed by the safetensors library (never by pickle), the
+architecture is validated (widths chain, activation names, expected tensor names, shapes, float16 /
+bfloat16 / float32 / float64 tensors, finite values) before a :class:`~geninv.generator.Generator`
+is built (float16 and bfloat16 files load as float32), an optional :class:`~geninv.limits.Budget`
+refuses a generator too large for the server before the weights are parsed, and any failure raises
 :class:`~geninv.errors.ModelFormatError` without leaving a half-built object behind. Torch checkpoints
 are read only by :func:`from_state_dict`, and only with ``torch.load(weights_only=True)``.
 """
@@ -21,7 +24,7 @@ are read only by :func:`from_state_dict`, and only with ``torch.load(weights_onl
 from __future__ import annotations
 
 import json
-import math
+import re
 from importlib import resources
 from os import PathLike
 from pathlib import Path
@@ -30,13 +33,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from geninv._validation import _show
 from geninv.errors import ModelFormatError
 from geninv.generator import ACTIVATIONS, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, Generator
 
 FORMAT_VERSION = 1
 MAX_FILE_BYTES = 200_000_000
+MAX_ARCH_BYTES = 65_536
+"""An architecture JSON is a few hundred bytes; anything above this is refused before parsing."""
+MAX_JSON_DEPTH = 3
+MAX_JSON_DIGITS = 18
 SHIPPED = ("mnist",)
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+_BUILD_DTYPES = {"float16": torch.float32, "bfloat16": torch.float32}  # half precision files compute in float32
+_SPEC_KEYS = ("format", "version", "name", "widths", "bias", "hidden", "output", "dtype")
 
 
 def _paths(path: str | PathLike[str]) -> tuple[Path, Path]:
@@ -63,18 +73,52 @@ def save_generator(generator: Generator, path: str | PathLike[str]) -> tuple[Pat
     return json_path, weights_path
 
 
+def _parse_json(blob: bytes) -> Any:
+    """Parse an architecture JSON: bounded size, no huge integers, no deep nesting."""
+    if len(blob) > MAX_ARCH_BYTES:
+        raise ModelFormatError(f"The architecture JSON is {len(blob)} bytes; the limit is {MAX_ARCH_BYTES}.")
+
+    def small_int(text: str) -> int:
+        if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+            raise ModelFormatError(f"The architecture JSON holds an integer of {len(text)} digits.")
+        return int(text)
+
+    try:
+        spec = json.loads(bytes(blob).decode("utf-8"), parse_int=small_int)
+    except ModelFormatError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelFormatError(f"The architecture file is not valid JSON: {str(exc)[:120]}.") from None
+    if _depth(spec) > MAX_JSON_DEPTH:
+        raise ModelFormatError(f"The architecture JSON nests deeper than {MAX_JSON_DEPTH} levels.")
+    return spec
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
 def _check_spec(spec: Any) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise ModelFormatError(
             f"The architecture JSON must be an object with 'widths', 'hidden' and 'output'. Got {type(spec).__name__}."
         )
+    unknown = sorted(set(spec) - set(_SPEC_KEYS))
+    if unknown:
+        raise ModelFormatError(
+            f"Unknown key(s) {_show(unknown)} in the architecture JSON; the known ones are {', '.join(_SPEC_KEYS)}."
+        )
     fmt, version = spec.get("format", "geninv-generator"), spec.get("version", FORMAT_VERSION)
     if fmt != "geninv-generator":
-        raise ModelFormatError(f"'format' must be 'geninv-generator'. Got {fmt!r}.")
+        raise ModelFormatError(f"'format' must be 'geninv-generator'. Got {_show(fmt)}.")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise ModelFormatError(
             f"'version' must be an integer from 1 to {FORMAT_VERSION} (this geninv reads format "
-            f"{FORMAT_VERSION}). Got {version!r}."
+            f"{FORMAT_VERSION}). Got {_show(version)}."
         )
     widths = spec.get("widths")
     if (
@@ -82,29 +126,32 @@ def _check_spec(spec: Any) -> dict[str, Any]:
         or len(widths) < 2
         or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
     ):
-        raise ModelFormatError(f"'widths' must be a list of at least two positive integers. Got {widths!r}.")
+        raise ModelFormatError(f"'widths' must be a list of at least two positive integers. Got {_show(widths)}.")
     n_layers = len(widths) - 1
     bias = spec.get("bias", [False] * n_layers)
     if isinstance(bias, bool):
         bias = [bias] * n_layers
     if not isinstance(bias, list) or len(bias) != n_layers or not all(isinstance(b, bool) for b in bias):
-        raise ModelFormatError(f"'bias' must be a bool or a list of {n_layers} bools. Got {bias!r}.")
+        raise ModelFormatError(f"'bias' must be a bool or a list of {n_layers} bools. Got {_show(bias)}.")
     acts = {}
     for key, allowed in (("hidden", HIDDEN_ACTIVATIONS), ("output", OUTPUT_ACTIVATIONS)):
         value = spec.get(key, "relu" if key == "hidden" else "identity")
         name = value.get("name") if isinstance(value, dict) else value
         slope = value.get("negative_slope", 0.2) if isinstance(value, dict) else 0.2
-        name = str(name).replace("-", "_").lower()
+        if isinstance(value, dict) and set(value) - {"name", "negative_slope"}:
+            raise ModelFormatError(f"'{key}' may only have 'name' and 'negative_slope'. Got {_show(value)}.")
+        name = str(name).replace("-", "_").lower() if isinstance(name, str) else name
         if name not in allowed:
             raise ModelFormatError(
-                f"Unknown {key} activation {value!r}: expected one of {', '.join(allowed)} (all known: {ACTIVATIONS})."
+                f"Unknown {key} activation {_show(value)}: expected one of {', '.join(allowed)} "
+                f"(all known: {ACTIVATIONS})."
             )
-        if not isinstance(slope, int | float) or not 0 < slope < 1:
-            raise ModelFormatError(f"'{key}.negative_slope' must be in (0, 1). Got {slope!r}.")
+        if isinstance(slope, bool) or not isinstance(slope, int | float) or not 0 < slope < 1:
+            raise ModelFormatError(f"'{key}.negative_slope' must be in (0, 1). Got {_show(slope)}.")
         acts[key] = (name, float(slope))
     dtype = spec.get("dtype", "float32")
-    if dtype not in _DTYPES:
-        raise ModelFormatError(f"'dtype' must be one of {', '.join(_DTYPES)}. Got {dtype!r}.")
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise ModelFormatError(f"'dtype' must be one of {', '.join(_DTYPES)}. Got {_show(dtype)}.")
     name = spec.get("name", "uploaded")
     return {"widths": widths, "bias": bias, "acts": acts, "dtype": dtype, "name": str(name)[:80]}
 
@@ -134,8 +181,9 @@ def _build(spec: dict[str, Any], tensors: dict[str, torch.Tensor], dtype: torch.
         else:
             biases.append(None)
     for key, t in tensors.items():
-        if not t.is_floating_point():
-            raise ModelFormatError(f"'{key}' has dtype {t.dtype}; weights must be floating point.")
+        if t.dtype not in _DTYPES.values():
+            kind = "floating point" if not t.is_floating_point() else "float16, bfloat16, float32 or float64"
+            raise ModelFormatError(f"'{key}' has dtype {t.dtype}; weights must be {kind}.")
         if not bool(torch.isfinite(t).all()):
             raise ModelFormatError(f"'{key}' contains NaN or inf values.")
     (hidden, slope), (output, _) = checked["acts"]["hidden"], checked["acts"]["output"]
@@ -146,7 +194,7 @@ def _build(spec: dict[str, Any], tensors: dict[str, torch.Tensor], dtype: torch.
         output=output,
         negative_slope=slope,
         name=checked["name"],
-        dtype=dtype or _DTYPES[checked["dtype"]],
+        dtype=dtype or _BUILD_DTYPES.get(checked["dtype"], _DTYPES[checked["dtype"]]),
     )
 
 
@@ -165,13 +213,20 @@ def _looks_like_pickle(blob: bytes) -> bool:
     return blob[:1] == b"\x80" or blob[:2] == b"PK"
 
 
-def load_generator_bytes(arch_json: bytes, weights: bytes, *, dtype: torch.dtype | None = None) -> Generator:
+def load_generator_bytes(
+    arch_json: bytes, weights: bytes, *, dtype: torch.dtype | None = None, limits: Any = None
+) -> Generator:
     """Load from in-memory files (uploads): architecture JSON bytes and safetensors bytes.
+
+    ``limits`` (a :class:`geninv.limits.Budget`), when given, refuses a generator larger than the
+    budget from its architecture alone, before the weights are parsed.
 
     Raises
     ------
     ModelFormatError
         Oversized, malformed, pickled or inconsistent files; nothing is kept on failure.
+    BudgetError
+        The architecture exceeds ``limits``.
     """
     from safetensors.torch import load
 
@@ -180,10 +235,9 @@ def load_generator_bytes(arch_json: bytes, weights: bytes, *, dtype: torch.dtype
             raise ModelFormatError(f"The {label} must be bytes. Got {type(blob).__name__}.")
         if len(blob) > MAX_FILE_BYTES:
             raise ModelFormatError(f"The {label} is {len(blob)} bytes; the limit is {MAX_FILE_BYTES}.")
-    try:
-        spec = json.loads(bytes(arch_json).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"The architecture file is not valid JSON: {exc}.") from None
+    spec = _parse_json(arch_json)
+    if limits is not None:
+        limits.check_widths(_check_spec(spec)["widths"], what="The uploaded generator")
     weights = bytes(weights)
     try:
         # The safetensors library parses the header; a pickle is never handed to an unpickler.
@@ -436,42 +490,69 @@ def _describe(t: Any) -> str:
     return f"a tensor of dtype {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
 
 
-def file_size_ok(n_bytes: int) -> bool:
-    """True when an upload of ``n_bytes`` is within the size cap."""
-    return 0 < n_bytes <= MAX_FILE_BYTES and math.isfinite(n_bytes)
+_WIDTHS = re.compile(r"[0-9]{1,9}(?:[-,][0-9]{1,9})+", re.ASCII)
+_DIGITS = re.compile(r"[0-9]{1,20}", re.ASCII)
+_BOOLS = {"": True, "1": True, "true": True, "True": True, "0": False, "false": False, "False": False}
 
 
 def parse_spec(spec: str) -> dict[str, Any]:
     """Parse a generator spec string: ``"mnist"`` or ``"random:20-128-392-784[:seed=0][:bias]
-    [:hidden=leaky_relu][:output=sigmoid]"``. Raises ModelFormatError on anything else."""
+    [:hidden=leaky_relu][:output=sigmoid]"``. Raises ModelFormatError on anything else.
+
+    The spec is read exactly as written: widths are ASCII digits joined by '-', each option appears
+    at most once, and the generator stays within :data:`geninv.limits.HARD_LIMITS`.
+    """
+    from geninv.errors import BudgetError
+    from geninv.limits import HARD_LIMITS
+
     if not isinstance(spec, str) or not spec.strip():
-        raise ModelFormatError(f"A generator spec must be a non-empty string. Got {spec!r}.")
+        raise ModelFormatError(f"A generator spec must be a non-empty string. Got {_show(spec)}.")
     spec = spec.strip()
     if spec in SHIPPED:
         return {"kind": "shipped", "name": spec}
     parts = spec.split(":")
     if parts[0] != "random" or len(parts) < 2:
         raise ModelFormatError(
-            f"Unknown generator spec {spec!r}: use 'mnist' or 'random:20-128-392-784[:seed=0][:bias]"
+            f"Unknown generator spec {_show(spec)}: use 'mnist' or 'random:20-128-392-784[:seed=0][:bias]"
             "[:hidden=relu|leaky_relu][:output=identity|sigmoid|tanh|relu]'."
         )
+    if not _WIDTHS.fullmatch(parts[1]):
+        raise ModelFormatError(
+            f"Widths {_show(parts[1])} must be positive integers separated by '-', e.g. 20-128-392-784."
+        )
+    widths = [int(w) for w in re.split("[-,]", parts[1])]
+    if min(widths) < 1:
+        raise ModelFormatError(f"Widths {_show(parts[1])} must be positive integers (no zero width).")
     try:
-        widths = [int(w) for w in parts[1].replace(",", "-").split("-") if w.strip()]
-    except ValueError:
-        raise ModelFormatError(f"Widths {parts[1]!r} must be integers separated by '-', e.g. 20-128-392-784.") from None
+        HARD_LIMITS.check_widths(widths, what=f"The generator spec {spec[:40]!r}", hard=True)
+    except BudgetError as exc:
+        raise ModelFormatError(str(exc)) from None
     out: dict[str, Any] = {"kind": "random", "widths": widths, "seed": 0, "bias": False}
     out |= {"hidden": "relu", "output": "identity"}
+    seen: set[str] = set()
     for part in parts[2:]:
         key, _, value = part.partition("=")
-        if key == "bias":
-            out["bias"] = value in ("", "1", "true", "True")
-        elif key == "seed" and value.isdigit():
+        if key in seen:
+            raise ModelFormatError(f"Option {key!r} appears twice in generator spec {_show(spec)}.")
+        seen.add(key)
+        if key == "bias" and value in _BOOLS:
+            out["bias"] = _BOOLS[value]
+        elif key == "seed" and _DIGITS.fullmatch(value):
             out["seed"] = int(value)
         elif key in ("hidden", "output") and value:
             out[key] = value
         else:
-            raise ModelFormatError(f"Unknown option {part!r} in generator spec {spec!r}.")
+            raise ModelFormatError(f"Unknown option {_show(part)} in generator spec {_show(spec)}.")
     return out
+
+
+def spec_widths(spec: str) -> tuple[int, ...]:
+    """The widths a spec names, without building its generator (the shipped ones read their JSON)."""
+    parsed = parse_spec(spec)
+    if parsed["kind"] == "random":
+        return tuple(parsed["widths"])
+    arch = (resources.files("geninv") / "assets" / f"{parsed['name']}.json").read_bytes()
+    return tuple(_check_spec(_parse_json(arch))["widths"])
 
 
 def generator_from_spec(spec: str, *, dtype: torch.dtype | None = None) -> Generator:
@@ -489,6 +570,6 @@ def generator_from_spec(spec: str, *, dtype: torch.dtype | None = None) -> Gener
             dtype=dtype or torch.float64,
         )
     except ValueError as exc:
-        raise ModelFormatError(f"Generator spec {spec!r}: {exc}") from None
+        raise ModelFormatError(f"Generator spec {_show(spec)}: {exc}") from None
     gen.name = spec
     return gen

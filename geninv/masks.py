@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,9 @@ from geninv._validation import check_choice, check_int, check_real, fail
 from geninv.errors import InvalidMaskError
 
 MAX_MASK_PNG_BYTES = 5_000_000
+MAX_MASK_NPY_BYTES = 5_000_000
+MAX_MASK_PIXELS = 4_000_000
+"""A mask file decoding to more pixels than this is refused before it is decoded."""
 
 
 def _check_shape(shape: Any) -> tuple[int, int]:
@@ -117,14 +122,25 @@ def from_png(source: str | PathLike[str] | bytes, shape: Any = None, *, threshol
     from PIL import Image, UnidentifiedImageError
 
     threshold = check_real("threshold", threshold, low=0.0, high=1.0)
-    data = source if isinstance(source, bytes) else open(source, "rb").read()
-    if len(data) > MAX_MASK_PNG_BYTES:
-        fail("source", f"a PNG of at most {MAX_MASK_PNG_BYTES} bytes", f"{len(data)} bytes", InvalidMaskError)
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError):
-        fail("source", "a readable PNG image", f"{len(data)} bytes that are not an image", InvalidMaskError)
+    data = _read_bytes(source, MAX_MASK_PNG_BYTES, "a PNG")
+    too_big = f"a PNG of at most {MAX_MASK_PIXELS} pixels"
+    bombs = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=["PNG"])  # reads the header only
+        except bombs:
+            fail("source", too_big, "a decompression bomb", InvalidMaskError)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            fail("source", "a readable PNG image", f"{len(data)} bytes that are not a PNG", InvalidMaskError)
+        if image.width * image.height > MAX_MASK_PIXELS:
+            fail("source", too_big, f"{image.width} x {image.height}", InvalidMaskError)
+        try:
+            image.load()
+        except bombs:
+            fail("source", too_big, "a decompression bomb", InvalidMaskError)
+        except (OSError, ValueError, SyntaxError, EOFError):
+            fail("source", "a readable PNG image", f"{len(data)} bytes that do not decode", InvalidMaskError)
     image = image.convert("L")
     if shape is not None:
         rows, cols = _check_shape(shape)
@@ -160,10 +176,52 @@ def to_npy(mask: Any, path: str | PathLike[str] | None = None) -> bytes:
 
 
 def from_npy(source: str | PathLike[str] | bytes, n: int | None = None) -> np.ndarray:
-    """Load a mask saved by :func:`to_npy` (never unpickles)."""
-    handle: Any = io.BytesIO(source) if isinstance(source, bytes) else source
+    """Load a mask saved by :func:`to_npy` (never unpickles).
+
+    The header is read first: a file whose shape, dtype or length does not fit a mask (of size
+    ``n`` when given, at most :data:`MAX_MASK_PIXELS`) is refused before any array is allocated.
+    """
+    from numpy.lib import format as npy
+
+    data = _read_bytes(source, MAX_MASK_NPY_BYTES, "a .npy file")
+    buffer = io.BytesIO(data)
     try:
-        arr = np.load(handle, allow_pickle=False)
-    except (ValueError, OSError):
+        version = npy.read_magic(buffer)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"unsupported .npy version {version}")
+        read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran, dtype = read(buffer)
+    except (ValueError, OSError, SyntaxError, TypeError):
         fail("source", "a .npy file holding a boolean array", "a file that is not one", InvalidMaskError)
-    return validate(arr, n)
+    if dtype.hasobject or dtype.kind not in "biuf" or dtype.itemsize > 8:
+        fail("source", "a .npy file of booleans or 0/1 numbers", f"a .npy file of dtype {dtype}", InvalidMaskError)
+    count = math.prod(shape)
+    if count > MAX_MASK_PIXELS or (n is not None and count != n):
+        fail(
+            "source",
+            f"a mask of {n if n is not None else f'at most {MAX_MASK_PIXELS}'} entries",
+            f"a .npy header of shape {shape}",
+            InvalidMaskError,
+        )
+    if len(data) - buffer.tell() != count * dtype.itemsize:
+        fail("source", f"a complete .npy file of shape {shape}", f"{len(data)} bytes", InvalidMaskError)
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=buffer.tell())
+    return validate(arr.reshape(shape, order="F" if fortran else "C"), n)
+
+
+def _read_bytes(source: Any, limit: int, what: str) -> bytes:
+    """The bytes of ``source`` (bytes or a path), refused above ``limit`` before they are read."""
+    if isinstance(source, bytes | bytearray):
+        data = bytes(source)
+    elif isinstance(source, str | PathLike):
+        path = Path(source)
+        if not path.is_file():
+            fail("source", f"the path of {what} file", f"{str(path)[-50:]} (not a file)", InvalidMaskError)
+        if path.stat().st_size > limit:
+            fail("source", f"{what} of at most {limit} bytes", f"{path.stat().st_size} bytes", InvalidMaskError)
+        data = path.read_bytes()
+    else:
+        fail("source", f"bytes or the path of {what}", source, InvalidMaskError)
+    if len(data) > limit:
+        fail("source", f"{what} of at most {limit} bytes", f"{len(data)} bytes", InvalidMaskError)
+    return data

@@ -140,9 +140,13 @@ class GaussianMatrix:
         return {"type": "gaussian", "m": self.m, "n": self.n, "seed": self.seed}
 
 
+SNR_DB_RANGE = (-100.0, 300.0)
+"""SNRs (dB) that give a usable sigma; beyond them sigma overflows or underflows."""
+
+
 def snr_to_sigma(clean: torch.Tensor, snr_db: float) -> torch.Tensor:
     """Per-signal sigma giving ``snr_db`` = 10 log10(mean(clean^2) / sigma^2)."""
-    snr_db = check_real("snr_db", snr_db)
+    snr_db = check_real("snr_db", snr_db, low=SNR_DB_RANGE[0], high=SNR_DB_RANGE[1])
     power = clean.pow(2).mean(dim=-1)
     return torch.sqrt(power / 10 ** (snr_db / 10))
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache
+from dashboard import cache, safety
 from dashboard.components import controls, figures
-from geninv import GeninvError, demo, masks, viz
+from geninv import BudgetError, GeninvError, demo, io, limits, masks, viz
 
 st.title("Invert a generator")
 st.caption(
@@ -19,14 +19,18 @@ st.caption(
     "gradient descent and layer-wise pursuit, side by side."
 )
 
-# A shared link sets the widgets once per session and runs the experiment it describes.
+# A shared link sets the widgets once per session and runs the experiment it describes: exactly
+# that experiment, within this server's budget, or nothing (with the reason).
 if not st.session_state.get("_query_applied"):
     st.session_state["_query_applied"] = True
+    query = {key: st.query_params.get_all(key) for key in st.query_params}
     try:
-        if controls.apply_query(dict(st.query_params)) is not None:
-            st.session_state["_autorun"] = True
+        linked = controls.apply_query(query)
+        if linked is not None:
+            st.session_state["_autorun"] = linked
     except GeninvError as exc:
-        st.error(f"The link's experiment could not be read: {exc}")
+        safety.log.info("link refused: %s", " ".join(str(exc).split())[:300])
+        safety.show_error(f"The link's experiment was not run: {exc}")
 
 choice = controls.generator_picker()
 latent_seed = controls.sample_picker()
@@ -63,8 +67,18 @@ if shape:
 else:
     cols[0].plotly_chart(figures.signal_line({"G(z)": clean}, mask), width="stretch")
 
+
 # ---------------------------------------------------------------- run
+def _same_run(a: demo.Experiment, b: demo.Experiment) -> bool:
+    """Equal experiments, whatever way each spells its generator ('random:8-32' or with its defaults)."""
+    qa, qb = a.to_query(), b.to_query()
+    ga, gb = qa.pop("gen"), qb.pop("gen")
+    same_gen = ga == gb or (demo.UPLOAD not in (ga, gb) and io.parse_spec(ga) == io.parse_spec(gb))
+    return same_gen and qa == qb
+
+
 experiment = None
+budget = limits.budget()
 if corruption is not None and chosen:
     try:
         experiment = demo.Experiment(
@@ -75,31 +89,35 @@ if corruption is not None and chosen:
             options=options,
             seed=run_seed,
         )
+        cost = budget.check_experiment(experiment, G.widths)
+        st.sidebar.caption(f"Estimated cost of a run: {cost.describe(budget)}.")
+    except BudgetError as exc:
+        experiment = None
+        safety.log.info("run refused: %s", str(exc)[:300])
+        safety.show_error(f"This run is refused: {exc}")
     except GeninvError as exc:
-        st.error(str(exc))
+        experiment = None
+        safety.show_error(exc)
 elif not chosen:
     st.info("Choose at least one method in the sidebar.")
 
-if experiment is not None and (submitted or st.session_state.pop("_autorun", False)):
+linked = st.session_state.pop("_autorun", None)
+if experiment is not None and linked is not None and not _same_run(linked, experiment):
+    safety.show_error("The link's experiment cannot be shown exactly by the settings here, so it was not run.")
+    linked = None
+if experiment is not None and (submitted or linked is not None):
+    stop = st.empty()
+    stop.button("Stop", key="run_stop", icon=":material/stop_circle:", help="Stops the run; the last results stay.")
     bar = st.progress(0.0, text="Running…")
-
-    shown = {"fraction": -1.0}
-
-    def progress(fraction: float, message: str) -> bool:
-        fraction = min(max(fraction, 0.0), 1.0)
-        if fraction - shown["fraction"] >= 0.02:  # a few dozen updates, not one per recorded iteration
-            shown["fraction"] = fraction
-            bar.progress(fraction, text=message[:80])
-        return True
-
     try:
-        cache.run(G, choice.key, experiment, progress=progress)
+        cache.run(G, choice.key, experiment, progress=safety.reporter(bar))
         st.session_state["_last"] = (choice.key, experiment)
         if choice.spec != demo.UPLOAD:
             st.query_params.from_dict(experiment.to_query())
     except GeninvError as exc:
-        st.error(f"The run failed: {exc}")
+        safety.show_error(f"The run failed: {exc}")
     bar.empty()
+    stop.empty()
 
 last = st.session_state.get("_last")
 if not last:
@@ -117,7 +135,7 @@ st.subheader("Results")
 ok = {name: m for name, m in outcome.methods.items() if not m.error}
 for name, m in outcome.methods.items():
     if m.error:
-        st.error(f"{name}: {m.error}")
+        safety.show_error(f"{name}: {m.error}")
 if shape:
     panels = [("original", outcome.x_true, "G(z)", None)]
     panels += [("observed", outcome.observed, "measurements y", outcome.mask)]
@@ -260,10 +278,11 @@ def _replay(name: str) -> None:
 
     @st.fragment(run_every=0.6 if st.session_state.get(play_key) else None)
     def body() -> None:
-        if view == "iterations":
-            _frame_view(name, m)
-        else:
-            _step_view(name, m)
+        with safety.guard(f"replay of {name}"):  # a fragment rerun does not pass through the page's guard
+            if view == "iterations":
+                _frame_view(name, m)
+            else:
+                _step_view(name, m)
 
     body()
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from geninv import GeninvError, experiments, methods
+from dashboard import safety
+from geninv import BudgetError, GeninvError, experiments, limits, methods
 
 st.title("Sweep a parameter")
 st.caption(
@@ -28,9 +29,18 @@ DEFAULT_VALUES = {
     "box": "0, 6, 10, 14",
     "expansion": "1.5, 2, 2.5, 3",
 }
-RECORDS_DIR = Path(tempfile.gettempdir()) / "geninv-dashboard-sweeps"
 
-with st.form("sweep_form"):
+
+def _records_dir() -> Path:
+    """This session's private folder for sweep records (mode 0700; removed when the session is gone)."""
+    folder = st.session_state.get("_sweep_dir")
+    if folder is None:
+        folder = st.session_state["_sweep_dir"] = tempfile.TemporaryDirectory(prefix="geninv-sweep-")
+    return Path(folder.name)
+
+
+# Enter in a field does not submit: a sweep starts only from the button.
+with st.form("sweep_form", enter_to_submit=False):
     c1, c2 = st.columns(2)
     generator = c1.text_input(
         "Generator",
@@ -40,7 +50,7 @@ with st.form("sweep_form"):
     )
     variable = c2.selectbox("Variable", list(VARIABLES), format_func=VARIABLES.get, key="sweep_var")
     values_text = c1.text_input("Values (comma-separated; empty = the variable's defaults)", "", key="sweep_values")
-    trials = c2.number_input("Trials per value", 1, 500, 10, key="sweep_trials")
+    trials = c2.number_input("Trials per value", 1, limits.budget().max_batch, 10, key="sweep_trials")
     chosen = st.multiselect(
         "Methods", [*methods(), experiments.ORACLE], ["gd", "latent-pursuit", "hybrid"], key="sweep_methods"
     )
@@ -54,7 +64,7 @@ def _config() -> experiments.SweepConfig | None:
     try:
         values = tuple(float(v) for v in text.replace(";", ",").split(",") if v.strip())
     except ValueError:
-        st.error(f"Values must be numbers separated by commas. Got {text!r}.")
+        safety.show_error(f"Values must be numbers separated by commas. Got {text!r}.")
         return None
     try:
         return experiments.SweepConfig(
@@ -67,43 +77,53 @@ def _config() -> experiments.SweepConfig | None:
             threshold=float(threshold),
         )
     except GeninvError as exc:
-        st.error(str(exc))
+        safety.show_error(exc)
         return None
 
 
-def _run(config: experiments.SweepConfig, *, fresh: bool) -> None:
-    st.session_state["sweep_config"] = config
-    path = RECORDS_DIR / f"{config.key}.jsonl"
-    if fresh:
-        path.unlink(missing_ok=True)
-    stop = st.empty()
-    stop.button("⏹ Stop", key="sweep_stop", help="Stops after the task in flight; the records so far stay.")
-    bar = st.progress(0.0, text="Starting…")
-
-    def progress(fraction: float, message: str) -> bool:
-        bar.progress(fraction, text=f"{message} — {fraction:.0%}")
-        return True
-
+def _run(config: experiments.SweepConfig) -> None:
+    """Run (or continue: tasks already recorded in this session are kept) a sweep within the budget."""
+    budget = limits.budget()
     try:
-        experiments.run_sweep(config, progress=progress, records_path=path)
+        cost = budget.check_sweep(config)
+    except BudgetError as exc:
+        safety.log.info("sweep refused: %s", str(exc)[:300])
+        safety.show_error(f"This sweep is refused: {exc}")
+        return
+    st.session_state["sweep_config"] = config
+    st.caption(f"Estimated cost of this sweep: {cost.describe(budget)}.")
+    stop = st.empty()
+    stop.button(
+        "Stop",
+        key="sweep_stop",
+        icon=":material/stop_circle:",
+        help="Stops after the task in flight; the records so far stay.",
+    )
+    bar = st.progress(0.0, text="Starting…")
+    try:
+        experiments.run_sweep(config, progress=safety.reporter(bar, every=0.0), records_path=_records_path(config))
     except GeninvError as exc:
-        st.error(f"The sweep failed: {exc}")
+        safety.show_error(f"The sweep failed: {exc}")
     bar.empty()
     stop.empty()
+
+
+def _records_path(config: experiments.SweepConfig) -> Path:
+    return _records_dir() / f"{config.key}.jsonl"
 
 
 if start:
     new_config = _config()
     if new_config is not None:
-        _run(new_config, fresh=True)
+        _run(new_config)
 elif st.session_state.pop("_sweep_resume", False):
-    _run(st.session_state["sweep_config"], fresh=False)
+    _run(st.session_state["sweep_config"])
 
 config = st.session_state.get("sweep_config")
 if config is None:
     st.info("Choose a generator, a variable and methods, then **Run sweep**.")
     st.stop()
-records = experiments.read_records(config, RECORDS_DIR / f"{config.key}.jsonl")
+records = experiments.read_records(config, _records_path(config))
 if not records:
     st.warning("No records yet (stopped before the first task finished).")
     st.stop()

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from dashboard import cache
+from dashboard import cache, safety
 from dashboard.components import canvas
-from geninv import GeninvError, demo, io, masks, methods, viz
+from geninv import GeninvError, demo, io, limits, masks, methods, viz
 
 GEN_KINDS = ("MNIST (shipped)", "Random", "Upload")
 ACTIVATIONS_HIDDEN = ("relu", "leaky_relu")
@@ -42,8 +42,12 @@ def _init(key: str, default: Any) -> str:
 
 
 def apply_query(query: dict[str, Any]) -> demo.Experiment | None:
-    """Set the widgets from a shared link's query; returns the experiment, or None if there is none."""
-    if "gen" not in query:
+    """Set the widgets from a shared link's query; returns the experiment, or None if there is none.
+
+    The link is parsed and checked against the server's budget first (``Experiment.from_query``);
+    a refused link changes nothing.
+    """
+    if not query:
         return None
     exp = demo.Experiment.from_query(query)
     s = st.session_state
@@ -87,32 +91,37 @@ def generator_picker() -> GeneratorChoice:
         if kind == GEN_KINDS[1]:
             widths = st.sidebar.text_input("Widths (latent → output)", key=_init("rnd_widths", "20-128-392-784"))
             c1, c2 = st.sidebar.columns(2)
-            seed = c1.number_input("Weight seed", 0, 10**6, key=_init("rnd_seed", 0))
+            seed = c1.number_input("Weight seed", 0, demo.LINK_SEED_MAX, key=_init("rnd_seed", 0))
             bias = c2.checkbox("Biases", key=_init("rnd_bias", False))
-            hidden = c1.selectbox("Hidden", ACTIVATIONS_HIDDEN, key="rnd_hidden")
-            output = c2.selectbox("Output", ACTIVATIONS_OUT, key="rnd_output")
+            hidden = c1.selectbox("Hidden", demo.LINK_HIDDEN, key="rnd_hidden")
+            output = c2.selectbox("Output", demo.LINK_OUTPUT, key="rnd_output")
             spec = f"random:{widths.strip()}:seed={int(seed)}" + (":bias" if bias else "")
             spec += f":hidden={hidden}:output={output}"
+            limits.budget().check_spec(spec)  # refused before anything is built
             return GeneratorChoice(cache.generator(spec), spec, spec)
         arch = st.sidebar.file_uploader("Architecture (.json)", type=["json"], key="up_arch")
         weights = st.sidebar.file_uploader("Weights (.safetensors)", type=["safetensors"], key="up_weights")
         if arch is None or weights is None:
             st.sidebar.info("Upload both files (made by `G.save(path)`), or pick another generator.")
             return GeneratorChoice(None, demo.UPLOAD, "")
+        if arch.size > io.MAX_ARCH_BYTES:
+            raise GeninvError(f"The architecture file is {arch.size} bytes; the limit is {io.MAX_ARCH_BYTES}.")
+        limits.budget().check_upload("weights file", weights.size)
         a, w = arch.getvalue(), weights.getvalue()
         key = "upload:" + cache.digest(a, w)
         return GeneratorChoice(cache.uploaded_generator(key, a, w), demo.UPLOAD, key)
     except GeninvError as exc:
-        st.sidebar.error(str(exc))
+        safety.show_error(exc, st.sidebar)
         return GeneratorChoice(None, "", "")
 
 
 def sample_picker() -> int:
     st.sidebar.subheader("2 · Sample")
-    c1, c2 = st.sidebar.columns([3, 2], vertical_alignment="bottom")
-    if c2.button("New sample", key="new_sample"):
-        st.session_state["latent_seed"] = int(st.session_state.get("latent_seed", 0)) + 1
-    return int(c1.number_input("Latent seed", 0, 10**6, key=_init("latent_seed", 0)))
+    seed_slot = st.sidebar.empty()  # the button is drawn below the seed but must act before the seed is read
+    # A row of its own: beside the seed the label was cut to "New sa...".
+    if st.sidebar.button("New sample", key="new_sample", icon=":material/casino:", width="stretch"):
+        st.session_state["latent_seed"] = min(int(st.session_state.get("latent_seed", 0)) + 1, demo.LINK_SEED_MAX)
+    return int(seed_slot.number_input("Latent seed", 0, demo.LINK_SEED_MAX, key=_init("latent_seed", 0)))
 
 
 def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None]:
@@ -124,10 +133,14 @@ def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None
     kind = st.sidebar.selectbox("Hide", kinds, key="mask_kind", format_func=MASK_LABELS.get)
     fields: dict[str, Any] = {"mask": kind if kind in demo.MASKS else "custom"}
     if kind == "random":
-        fields["missing"] = st.sidebar.slider("Fraction missing", 0.0, 0.95, step=0.05, key=_init("missing", 0.5))
-        fields["mask_seed"] = int(st.sidebar.number_input("Mask seed", 0, 10**6, key=_init("mask_seed", 0)))
+        low, high = demo.LINK_RANGES["missing"]
+        fields["missing"] = st.sidebar.slider("Fraction missing", low, high, step=0.05, key=_init("missing", 0.5))
+        fields["mask_seed"] = int(
+            st.sidebar.number_input("Mask seed", 0, demo.LINK_SEED_MAX, key=_init("mask_seed", 0))
+        )
     elif kind == "box" and shape:
         h, w = shape
+        _fit_box(h, w)
         c1, c2 = st.sidebar.columns(2)
         top = c1.number_input("Top", 0, h - 1, key=_init("box_top", min(8, h - 1)))
         left = c2.number_input("Left", 0, w - 1, key=_init("box_left", min(8, w - 1)))
@@ -140,11 +153,15 @@ def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None
         up = st.sidebar.file_uploader("Mask (white = observed)", type=["png", "npy"], key="up_mask")
         if up is not None:
             try:
+                npy = up.name.endswith(".npy")
+                limit = masks.MAX_MASK_NPY_BYTES if npy else masks.MAX_MASK_PNG_BYTES
+                if up.size > limit:
+                    raise GeninvError(f"The mask file is {up.size} bytes; the limit is {limit}.")
                 data = up.getvalue()
-                m = masks.from_npy(data, n) if up.name.endswith(".npy") else masks.from_png(data, shape)
+                m = masks.from_npy(data, n) if npy else masks.from_png(data, shape)
                 st.session_state["custom_mask"] = demo.pack_mask(m)
             except GeninvError as exc:
-                st.sidebar.error(f"Mask upload: {exc}")
+                safety.show_error(f"Mask upload: {exc}", st.sidebar)
                 return None, None
         if not st.session_state.get("custom_mask"):
             st.sidebar.info("Upload a mask to use it.")
@@ -161,21 +178,36 @@ def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None
     noise = st.sidebar.selectbox("Noise", NOISE_KINDS, key="noise_kind", format_func=NOISE_LABELS.get)
     fields["noise"] = noise
     if noise == "sigma":
-        fields["sigma"] = st.sidebar.number_input("σ", 0.0, 10.0, step=0.01, format="%.4f", key=_init("sigma", 0.05))
+        low, high = demo.LINK_RANGES["sigma"]
+        fields["sigma"] = st.sidebar.number_input("σ", low, high, step=0.01, format="%.4g", key=_init("sigma", 0.05))
     elif noise == "snr":
-        fields["snr_db"] = st.sidebar.slider("SNR (dB)", 0.0, 60.0, step=1.0, key=_init("snr", 20.0))
+        low, high = demo.LINK_RANGES["snr_db"]
+        fields["snr_db"] = st.sidebar.slider("SNR (dB)", low, high, step=1.0, key=_init("snr", 20.0))
     if noise != "none":
-        fields["noise_seed"] = int(st.sidebar.number_input("Noise seed", 0, 10**6, key=_init("noise_seed", 0)))
+        seed = st.sidebar.number_input("Noise seed", 0, demo.LINK_SEED_MAX, key=_init("noise_seed", 0))
+        fields["noise_seed"] = int(seed)
     try:
         corruption = demo.Corruption(**fields)
         mask = corruption.mask_array(n)
     except GeninvError as exc:
-        st.sidebar.error(str(exc))
+        safety.show_error(exc, st.sidebar)
         return None, None
     if mask is not None and not mask.any():
         st.sidebar.error("This mask hides every pixel: nothing is observed, so nothing can be recovered.")
         return None, None
     return corruption, mask
+
+
+def _fit_box(h: int, w: int) -> None:
+    """A box a link set for another image size does not fit these widgets: say so, then use the defaults."""
+    s = st.session_state
+    ranges = {"box_top": (0, h - 1), "box_left": (0, w - 1), "box_h": (1, h), "box_w": (1, w)}
+    bad = [k for k, (lo, hi) in ranges.items() if k in s and not lo <= int(s[k]) <= hi]
+    if bad:
+        box = ", ".join(str(s.get(k)) for k in ranges)
+        safety.show_warning(f"The box {box} does not fit this {h} x {w} image; it was reset.", st.sidebar)
+        for k in ranges:
+            s.pop(k, None)
 
 
 def canvas_panel(clean: np.ndarray, shape: tuple[int, int]) -> None:
@@ -210,6 +242,9 @@ def methods_form() -> tuple[bool, tuple[str, ...], dict[str, dict[str, Any]], in
 
 
 def _option_widgets(method: str) -> dict[str, Any]:
+    budget = limits.budget()
+    highs = {name: budget.max_iterations for name in limits.ITERATION_FIELDS}
+    highs |= {name: budget.max_restarts for name in limits.RESTART_FIELDS}
     changed = {}
     for opt in demo.method_options(method):
         key, default = f"opt_{method}_{opt['name']}", opt["default"]
@@ -217,7 +252,8 @@ def _option_widgets(method: str) -> dict[str, Any]:
         if opt["kind"] == "bool":
             value = st.checkbox(label, key=_init(key, default))
         elif opt["kind"] == "int":
-            value = int(st.number_input(label, step=1, key=_init(key, int(default))))
+            high = highs.get(opt["name"])
+            value = int(st.number_input(label, 0, high, step=1, key=_init(key, int(default))))
         elif opt["kind"] == "choice" and opt["choices"]:
             value = st.selectbox(label, opt["choices"], key=_init(key, default))
         elif opt["kind"] == "float":

@@ -39,7 +39,7 @@ class LinearProgramConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.inequalities, bool):
-            fail("inequalities", "a bool (true or false)", self.inequalities)
+            fail("inequalities", "a bool", self.inequalities)
         check_int("refit_iter", self.refit_iter, low=0)
         check_real("saturation_tol", self.saturation_tol, low=0.0, high=0.1)
 

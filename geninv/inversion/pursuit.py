@@ -111,7 +111,7 @@ class LatentPursuitConfig:
         check_real("saturation_tol", self.saturation_tol, low=0.0, high=0.1)
         check_choice("undetermined", self.undetermined, ("nnls", "joint"))
         if not isinstance(self.inequalities, bool):
-            fail("inequalities", "a bool (true or false)", self.inequalities)
+            fail("inequalities", "a bool", self.inequalities)
 
 
 def _nnls_polished(p: StepProblem, t, rows, weights, lam) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from geninv._threads import threads_for
 from geninv._validation import check_int, fail
-from geninv.errors import InvalidValueError
+from geninv.errors import InvalidValueError, ShapeError
 from geninv.generator import Generator
 from geninv.observation import Observation
 
@@ -71,7 +73,7 @@ def methods() -> tuple[str, ...]:
 def spec(name: str) -> MethodSpec:
     """The :class:`MethodSpec` of ``name``."""
     _load()
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         fail("method", "one of " + ", ".join(repr(m) for m in _REGISTRY), name)
     return _REGISTRY[name]
 
@@ -87,6 +89,49 @@ def make_config(name: str, **options: Any) -> Any:
             f"Valid options: {', '.join(sorted(known))}."
         )
     return cls(**options)
+
+
+SEED_MAX = 2**64 - 1
+"""Largest seed torch's random generators take."""
+
+
+def check_observation(generator: Generator, observation: Observation) -> None:
+    """Check that ``observation`` can be inverted with ``generator``: sizes, dtype, device, values.
+
+    Raises
+    ------
+    ShapeError
+        An empty batch, or measurements / operator whose sizes do not fit the generator's output.
+    InvalidValueError
+        Another dtype or device than the generator's, or measurements that are not finite.
+    """
+    y, op = observation.y, observation.operator
+    if not isinstance(y, torch.Tensor) or y.ndim != 2:
+        fail("observation.y", "a 2-D tensor of shape (B, m)", y, ShapeError)
+    if y.shape[0] < 1:
+        fail("observation.y", "at least one signal (B >= 1)", y, ShapeError)
+    shape = getattr(op, "shape", None)
+    if not isinstance(shape, tuple) or len(shape) != 2:
+        fail("observation.operator", "a measurement operator with a (m, n) shape", op)
+    if shape[1] != generator.output_dim:
+        got = f"an operator of shape {shape}"
+        fail("observation.operator", f"an operator on the generator's {generator.output_dim} outputs", got, ShapeError)
+    if y.shape[1] != shape[0]:
+        fail("observation.y", f"of shape (B, {shape[0]}) to match the operator", y, ShapeError)
+    if y.dtype != generator.dtype:
+        fail("observation.y", f"of the generator's dtype {generator.dtype} (observe with this generator)", y)
+    if y.device != generator.device:
+        fail("observation.y", f"on the generator's device {generator.device}", f"a tensor on {y.device}")
+    if not bool(torch.isfinite(y).all()) or not bool(torch.isfinite(y.pow(2).sum(-1)).all()):
+        fail("observation.y", "finite, with a finite squared norm", "values that are NaN, inf or too large")
+    sigma = observation.noise_sigma
+    if not isinstance(sigma, torch.Tensor) or tuple(sigma.shape) != (y.shape[0],):
+        fail("observation.noise_sigma", f"a tensor of shape ({y.shape[0]},)", sigma, ShapeError)
+    if not bool(torch.isfinite(sigma).all()) or bool((sigma < 0).any()):
+        fail("observation.noise_sigma", "finite and non-negative", sigma)
+    z = observation.z_true
+    if z is not None and (not isinstance(z, torch.Tensor) or tuple(z.shape) != (y.shape[0], generator.latent_dim)):
+        fail("observation.z_true", f"None or of shape ({y.shape[0]}, {generator.latent_dim})", z, ShapeError)
 
 
 def invert(
@@ -116,14 +161,19 @@ def invert(
     Returns
     -------
     InversionResult
+
+    Raises
+    ------
+    GeninvError
+        A bad method, option or seed, or an observation that does not fit the generator
+        (see :func:`check_observation`).
     """
     if not isinstance(generator, Generator):
         fail("generator", "a geninv.Generator", generator)
     if not isinstance(observation, Observation):
         fail("observation", "a geninv.Observation (see geninv.observe)", observation)
-    if observation.y.shape[1] != observation.operator.shape[0]:
-        fail("observation.y", f"of shape (B, {observation.operator.shape[0]})", observation.y)
-    seed = check_int("seed", seed, low=0)
+    check_observation(generator, observation)
+    seed = check_int("seed", seed, low=0, high=SEED_MAX)
     entry = spec(method)
     config = make_config(method, **options)
     with threads_for(generator, observation.batch_size):

@@ -41,7 +41,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def app_server(tmp_path_factory):
+    """The dashboard served by ``streamlit run`` from the repository root (so .streamlit/config.toml applies):
+    its URL and the file its log goes to."""
+    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
     port = _free_port()
     cmd = [
         sys.executable,
@@ -58,7 +61,8 @@ def app_url():
         "--browser.gatherUsageStats",
         "false",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -70,14 +74,20 @@ def app_url():
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail(f"streamlit did not start: {proc.stdout.read() if proc.stdout else ''}")
+            pytest.fail(f"streamlit did not start: {log_path.read_text()}")
         time.sleep(0.3)
-    yield url
+    yield url, log_path
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(app_server):
+    return app_server[0]
 
 
 def _settle(page) -> None:
@@ -150,8 +160,8 @@ def test_sweep_stop_button_keeps_the_records_so_far(app_url):
         page.goto(f"{app_url}/sweep", timeout=60_000)
         expect(page.get_by_text("Sweep a parameter")).to_be_visible(timeout=60_000)
         for label, value in (
-            ("Values (comma-separated; empty = the variable's defaults)", "0, 0.2, 0.4, 0.6"),
-            ("Trials per value", "300"),  # long enough to be stopped half-way
+            ("Values (comma-separated; empty = the variable's defaults)", "0.6, 0.7, 0.8, 0.9"),
+            ("Trials per value", "25"),  # long enough to be stopped half-way, within the default budget
         ):
             field = page.get_by_label(label)
             field.fill(value)
@@ -159,12 +169,99 @@ def test_sweep_stop_button_keeps_the_records_so_far(app_url):
         page.wait_for_timeout(500)
         page.get_by_role("button", name="Run sweep").click()
         progress = page.get_by_test_id("stProgress")
-        expect(progress).to_contain_text("missing=0", timeout=60_000)  # the first task has finished
+        expect(progress).to_contain_text("missing=0.6", timeout=60_000)  # the first task has finished
         page.get_by_test_id("stMain").get_by_role("button", name="Stop").click()
         stopped = page.get_by_text("Stopped:", exact=False)
         expect(stopped).to_be_visible(timeout=60_000)
         done, total = (int(w) for w in stopped.inner_text().split()[1:4:2])
-        assert 0 < done < total == 4 * 3 * 300  # 4 values x 3 default methods x 300 trials
+        assert 0 < done < total == 4 * 3 * 25  # 4 values x 3 default methods x 25 trials
         expect(page.get_by_role("button", name="Resume")).to_be_visible()
         assert page.get_by_test_id("stException").count() == 0
+        browser.close()
+
+
+def test_a_link_past_the_budget_is_refused_in_the_browser(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    shot = Path(os.environ.get("GENINV_REFUSAL_SCREENSHOT", tmp_path / "refused.png"))
+    link = f"{app_url}/?gen=random:20-31623-31623&methods=latent-pursuit&z=3"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(link, timeout=60_000)
+        refusal = page.get_by_text("The link's experiment was not run", exact=False)
+        expect(refusal).to_be_visible(timeout=60_000)
+        text = refusal.inner_text()
+        assert "31623 units" in text and "max_width" in text and "GENINV_BUDGET" in text
+        expect(page.get_by_text("Invert a generator")).to_be_visible()
+        _settle(page)
+        assert page.get_by_test_id("stException").count() == 0
+        assert page.get_by_text("Results", exact=True).count() == 0  # nothing ran
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+
+
+def test_two_sessions_sweeping_the_same_configuration_keep_their_records(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    def start(page) -> None:
+        page.goto(f"{app_url}/sweep", timeout=60_000)
+        expect(page.get_by_text("Sweep a parameter")).to_be_visible(timeout=60_000)
+        for label, value in (("Values (comma-separated; empty = the variable's defaults)", "0, 0.3"),):
+            field = page.get_by_label(label)
+            field.fill(value)
+            field.press("Tab")
+        page.wait_for_timeout(500)
+        page.get_by_role("button", name="Run sweep").click()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pages = [browser.new_context().new_page() for _ in range(2)]  # two sessions, no shared cookies
+        for page in pages:
+            page.set_viewport_size({"width": 1300, "height": 1100})
+            start(page)  # the second starts while the first runs
+        for page in pages:
+            expect(page.get_by_role("button", name="Records as CSV")).to_be_visible(timeout=240_000)
+            _settle(page)
+            assert page.get_by_text("Stopped:", exact=False).count() == 0  # every record of the sweep is there
+            assert page.get_by_test_id("stException").count() == 0
+        # Enter in a sweep field does not submit the form, so it cannot touch the finished records.
+        field = pages[0].get_by_label("Values (comma-separated; empty = the variable's defaults)")
+        field.fill("0, 0.3, 0.5")
+        field.press("Enter")
+        pages[0].wait_for_timeout(1500)
+        _settle(pages[0])
+        expect(pages[0].get_by_role("button", name="Records as CSV")).to_be_visible()
+        assert pages[0].get_by_test_id("stProgress").count() == 0
+        assert pages[0].get_by_text("Stopped:", exact=False).count() == 0
+        browser.close()
+
+
+def test_a_long_run_stops_on_stop_and_when_its_session_goes_away(app_server):
+    from playwright.sync_api import expect, sync_playwright
+
+    app_url, log_path = app_server
+    heavy = '{"gd":{"n_iter":50000,"restarts":32,"record_every":100}}'  # within the budget, minutes long
+    link = f"{app_url}/?gen=mnist&methods=gd&options={heavy}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(link, timeout=60_000)
+        progress = page.get_by_test_id("stProgress")
+        expect(progress).to_contain_text("gd: iteration", timeout=60_000)
+        page.get_by_test_id("stMain").get_by_role("button", name="Stop").click()
+        expect(progress).to_have_count(0, timeout=60_000)
+        expect(page.get_by_text("press Run", exact=False)).to_be_visible(timeout=60_000)  # no results
+        assert page.get_by_text("Results", exact=True).count() == 0
+        # The same run again, then the visitor leaves: the server stops it.
+        context = browser.new_context()
+        other = context.new_page()
+        other.goto(link, timeout=60_000)
+        expect(other.get_by_test_id("stProgress")).to_contain_text("gd: iteration", timeout=60_000)
+        context.close()
+        deadline = time.monotonic() + 60
+        while "went away: stopping its run" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "went away: stopping its run" in log_path.read_text()
         browser.close()

@@ -72,7 +72,7 @@ def test_sweep_custom(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["invert", "--generator", "random:20-x"], "must be integers"),
+        (["invert", "--generator", "random:20-x"], "must be positive integers"),
         (["invert", "--generator", "random:4-16-48", "--missing", "1.5"], "'missing'"),
         (["sweep", "nonsense"], "Unknown preset"),
         (["certify", "--generator", "resnet50"], "Unknown generator spec"),
@@ -83,3 +83,166 @@ def test_bad_input_exits_2_with_one_line(argv, message, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and err[-1].startswith("geninv: error:")
     assert "Traceback" not in "\n".join(err)
+
+
+# ----------------------------------------------------------------------------- bad input: exit 2, one line, no compute
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fail the test if a command gets as far as inverting or sweeping."""
+    import geninv.experiments
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("bad input reached the compute")
+
+    monkeypatch.setattr(geninv.experiments, "run_methods", refuse)
+    monkeypatch.setattr(geninv.experiments, "run_sweep", refuse)
+
+
+SMALL = ["--generator", "random:4-16-49"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["invert", *SMALL, "--methods", "bogus"], "invalid choice: 'bogus'"),
+        (["invert", *SMALL, "--methods", "gd", "gd"], "'methods'"),
+        (["invert", *SMALL, "--snr", "5000"], "'snr'"),
+        (["invert", *SMALL, "--snr", "-5000"], "'snr'"),
+        (["invert", *SMALL, "--sigma", "-1"], "'sigma'"),
+        (["invert", *SMALL, "--samples", "0"], "'samples'"),
+        (["certify", *SMALL, "--samples", "0"], "'samples'"),
+        (["invert", *SMALL, "--missing", "0", "--box", "3"], "not allowed with argument --missing"),
+        (["invert", *SMALL, "--half", "top", "--mask-png", "m.png"], "not allowed with argument --half"),
+        (["certify", *SMALL, "--missing", "0.5", "--half", "top"], "not allowed with argument --missing"),
+        (["sweep", "--variable", "missing", "--values", "0", "--trials", "0"], "'trials'"),
+        (["sweep", "--variable", "missing", "--values", "0", "0"], "'values'"),
+        (["sweep", "--variable", "missing", "--values", "0", "--workers", "0"], "'workers'"),
+        (["sweep", "--variable", "noise_db", "--values", "5000"], "'values'"),
+        (["sweep", "--variable", "expansion", "--values", "2000"], "'values'"),
+        (["sweep", "--variable", "missing", "--values", "0", "--methods", "gd", "gd"], "'methods'"),
+    ],
+)
+def test_bad_input_is_refused_before_any_compute(argv, message, capsys, no_compute, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors (one line too)
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "error:" in err[0], err
+
+
+def test_out_that_is_a_file_and_mask_png_that_is_a_folder(tmp_path, capsys, no_compute):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["invert", *SMALL, "--out", str(afile)]) == 2
+    assert "'out' parameter must be a folder" in capsys.readouterr().err
+    assert main(["invert", *SMALL, "--mask-png", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "'mask-png' parameter must be a PNG file" in capsys.readouterr().err
+    assert main(["sweep", "--variable", "missing", "--values", "0", "--out", str(afile)]) == 2
+
+
+def test_unreachable_scheduler_is_an_error_not_a_hang(tmp_path, capsys, no_compute):
+    argv = ["sweep", "--variable", "missing", "--values", "0", "--out", str(tmp_path)]
+    assert main([*argv, "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Cannot reach the Dask scheduler at tcp://127.0.0.1:1" in err[0]
+    assert main([*argv, "--scheduler", "localhost"]) == 2
+    assert "'scheduler'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- papercuts
+def test_invert_help_lists_the_methods_and_the_default(capsys):
+    import geninv
+
+    with pytest.raises(SystemExit):
+        main(["invert", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(m in out for m in geninv.methods())
+    assert "(default: gd latent-pursuit hybrid)" in out
+
+
+def test_invert_lists_every_file_it_wrote_and_writes_no_nan(tmp_path, capsys):
+    argv = ["invert", "--generator", "random:4-16-49", "--box", "3", "--samples", "2", "--out", str(tmp_path)]
+    assert main([*argv, "--methods", "latent-pursuit", "lp"]) == 0
+    out = capsys.readouterr().out
+    wrote = next(line for line in out.splitlines() if line.startswith("wrote "))
+    names = {p.rsplit("/", 1)[-1] for p in wrote.removeprefix("wrote ").split(", ")}
+    assert names == {p.name for p in tmp_path.iterdir()}
+    assert {"results.json", "original.png", "observed.png", "mask.png", "reconstruction_lp.png"} <= names
+    assert "NaN" not in (tmp_path / "results.json").read_text()
+
+
+def test_progress_draws_in_place_only_on_a_terminal():
+    import io
+
+    from geninv.cli import _Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    log, tty = io.StringIO(), Terminal()
+    for stream in (log, tty):
+        bar = _Progress(stream)
+        for k in range(101):
+            bar(k / 100, f"step {k}")
+    assert "\r" not in log.getvalue() and len(log.getvalue().splitlines()) == 11  # 0%, 10%, ..., 100%
+    assert tty.getvalue().count("\r") > 50 and tty.getvalue().endswith("\n")  # redrawn about every 1%
+
+
+def test_sweep_table_shows_the_clean_case_as_clean(tmp_path, capsys):
+    argv = ["sweep", "--generator", "random:4-16-48", "--variable", "noise_db", "--values", "1000", "30"]
+    assert main([*argv, "--methods", "latent-pursuit", "--trials", "2", "--out", str(tmp_path)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert any(r.split()[:2] == ["latent-pursuit", "clean"] for r in rows) and not any("1000" in r for r in rows)
+
+
+def test_sweep_writes_to_a_scratch_folder_by_default():
+    from geninv.cli import build_parser
+
+    assert build_parser().parse_args(["sweep", "noise"]).out == "out/sweeps"
+
+
+def test_resume_drops_a_torn_last_line_and_refuses_a_wrong_shaped_one(tmp_path, capsys):
+    argv = ["sweep", "--generator", "random:4-16-48", "--variable", "missing", "--values", "0", "0.5"]
+    argv += ["--methods", "latent-pursuit", "--trials", "2", "--out", str(tmp_path), "--resume"]
+    assert main(argv) == 0
+    path = tmp_path / "sweep-missing.records.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n" + lines[1][:40])
+    with pytest.warns(UserWarning, match="line 2: an incomplete last line was dropped"):
+        assert main(argv) == 0
+    assert len(path.read_text().splitlines()) == 2
+    entry = json.loads(lines[0])
+    entry["records"][0]["success"] = not entry["records"][0]["success"]  # a forged record
+    path.write_text(json.dumps(entry) + "\n")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sweep-missing.records.jsonl, line 1: 'success'" in err[0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_workers_stops_and_keeps_the_finished_tasks(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sw"
+    cmd = [sys.executable, "-m", "geninv", "sweep", "--generator", "random:20-128-392-784", "--variable", "missing"]
+    cmd += ["--values", "0", "0.2", "0.4", "0.6", "0.7", "0.8", "--methods", "gd", "latent-pursuit"]
+    cmd += ["--trials", "60", "--workers", "2", "--out", str(out)]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = out / "sweep-missing.records.jsonl"
+    deadline = time.monotonic() + 300
+    while not (records.exists() and records.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "the finished tasks are kept" in err
+    assert 2 <= records.read_text().count("\n") < 12
+    assert "--resume" in err.strip().splitlines()[-1]

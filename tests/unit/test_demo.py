@@ -70,7 +70,7 @@ def test_experiment_round_trips_through_the_url_query(experiment):
         ({"gen": "mnist", "mask": "random", "missing": "1.5"}, "missing"),
         ({"gen": "mnist", "options": "{bad json"}, "options"),
         ({"gen": "mnist", "options": '{"gd": {"n_iters": 5}}'}, "n_iters"),
-        ({"gen": "mnist", "noise": "sigma", "level": "-1"}, "sigma"),
+        ({"gen": "mnist", "noise": "sigma", "level": "-1"}, "'level'"),
         ({"gen": "mnist", "mask": "box", "box": "1,2,3"}, "box"),
     ],
 )

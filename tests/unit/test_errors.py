@@ -87,3 +87,73 @@ def test_invert_bad_method_and_options(G):
         geninv.invert(G, obs, method="gd", lr=-1.0)
     with pytest.raises(geninv.InvalidValueError, match="'observation'"):
         geninv.invert(G, obs.y, method="gd")
+
+
+# ----------------------------------------------------------------------------- inputs a caller got wrong
+def test_invert_checks_the_observation_against_the_generator(G):
+    from geninv.observation import Observation
+
+    obs = geninv.observe(G, G.sample_latent(2, seed=0))
+    other = geninv.Generator.random([4, 12, 31], seed=0)
+    with pytest.raises(geninv.ShapeError, match="'observation.operator'.*31 outputs"):
+        geninv.invert(other, obs, method="latent-pursuit")
+    empty = Observation(y=obs.y[:0], operator=obs.operator, noise_sigma=obs.noise_sigma[:0])
+    with pytest.raises(geninv.ShapeError, match="'observation.y'.*at least one signal"):
+        geninv.invert(G, empty, method="gd")
+    nan = Observation(y=obs.y.clone().fill_(float("nan")), operator=obs.operator, noise_sigma=obs.noise_sigma)
+    with pytest.raises(geninv.InvalidValueError, match="'observation.y'.*finite"):
+        geninv.invert(G, nan, method="lbp")
+    huge = Observation(y=obs.y * 1e300, operator=obs.operator, noise_sigma=obs.noise_sigma)
+    with pytest.raises(geninv.InvalidValueError, match="finite squared norm"):
+        geninv.invert(G, huge, method="gd")
+    single = Observation(y=obs.y.float(), operator=obs.operator, noise_sigma=obs.noise_sigma)
+    with pytest.raises(geninv.InvalidValueError, match="'observation.y'.*dtype torch.float64"):
+        geninv.invert(G, single, method="gd")
+    elsewhere = Observation(y=obs.y.to("meta"), operator=obs.operator, noise_sigma=obs.noise_sigma)
+    with pytest.raises(geninv.InvalidValueError, match="on the generator's device cpu. Got 'a tensor on meta'"):
+        geninv.invert(G, elsewhere, method="gd")  # the meta device stands in for a GPU on a CPU-only machine
+    wrong_truth = Observation(y=obs.y, operator=obs.operator, noise_sigma=obs.noise_sigma, z_true=obs.z_true[:, :3])
+    with pytest.raises(geninv.ShapeError, match="'observation.z_true'"):
+        geninv.invert(G, wrong_truth, method="gd")
+    negative = Observation(y=obs.y, operator=obs.operator, noise_sigma=-obs.noise_sigma - 1)
+    with pytest.raises(geninv.InvalidValueError, match="'observation.noise_sigma'"):
+        geninv.invert(G, negative, method="gd")
+
+
+def test_invert_refuses_a_method_that_is_not_a_name_and_seeds_past_torchs_range(G):
+    obs = geninv.observe(G, G.sample_latent(1, seed=0))
+    with pytest.raises(geninv.InvalidValueError, match="'method'"):
+        geninv.invert(G, obs, method=["gd"])
+    with pytest.raises(geninv.InvalidValueError, match="'seed'"):
+        geninv.invert(G, obs, method="latent-pursuit", seed=2**64)
+    assert geninv.invert(G, obs, method="gd", seed=2**64 - 1, n_iter=5).z_hat.shape == (1, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.float16, torch.bfloat16, torch.complex64])
+def test_generator_dtypes_other_than_float32_and_float64_are_refused(dtype):
+    with pytest.raises(geninv.InvalidValueError, match="'dtype'.*float32 or torch.float64"):
+        Generator.random([4, 8], seed=0, dtype=dtype)
+    with pytest.raises(geninv.InvalidValueError, match="'dtype'"):
+        Generator.from_weights([torch.ones(8, 4, dtype=torch.float16)])
+
+
+@pytest.mark.parametrize("method", ["latent-pursuit", "lp"])
+def test_bool_options_of_layerwise_methods_raise_a_geninv_error(G, method):
+    obs = geninv.observe(G, G.sample_latent(1, seed=0))
+    with pytest.raises(geninv.InvalidValueError, match="'inequalities' parameter must be a bool. Got 1"):
+        geninv.invert(G, obs, method=method, inequalities=1)
+
+
+def test_demo_experiments_refuse_repeats_and_options_of_methods_not_run():
+    from geninv import demo
+
+    with pytest.raises(geninv.InvalidValueError, match="'methods'.*gd more than once"):
+        demo.Experiment(methods=("gd", "gd"))
+    with pytest.raises(geninv.InvalidValueError, match="'options'"):
+        demo.Experiment(methods=("gd",), options={"lp": {"inequalities": False}})
+    with pytest.raises(geninv.InvalidValueError, match="'options\\['gd'\\]\\['n_iter'\\]'"):
+        demo.Experiment(methods=("gd",), options={"gd": {"n_iter": [300]}})
+    with pytest.raises(geninv.InvalidValueError, match="'latent_seed'"):
+        demo.Experiment(latent_seed=2**64)
+    same = demo.Experiment(methods=("gd",), options={"gd": {"n_iter": 8000, "lr": 1}})
+    assert same.options == {"gd": {"lr": 1.0}}  # the default dropped, an int read as the float it means

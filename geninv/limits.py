@@ -1,0 +1,324 @@
+"""One budget for untrusted work: what a link, a widget or an upload may ask this server to do.
+
+Whatever serves geninv to people it does not know (the dashboard, :meth:`geninv.demo.Experiment.from_query`)
+checks every request against a :class:`Budget` *before* it builds a generator or runs anything:
+the generator's size, each method's iterations, restarts and stored history, the batch, the size
+of a sweep, and the estimated cost of the whole request in multiply-adds. A request past a limit
+raises :class:`~geninv.errors.BudgetError`, whose message names the limit and how to raise it.
+
+The library API itself is not budgeted (a script on a lab machine may run what it likes); spec
+strings only meet the much larger :data:`HARD_LIMITS`, which no machine could serve.
+
+A server operator changes the budget with the environment variable ``GENINV_BUDGET``, a
+comma-separated list of ``name=value`` (the field names of :class:`Budget`), for example
+``GENINV_BUDGET="max_cost=5e13,max_width=16384"``.
+
+The cost model is deliberately rough and pessimistic (an upper bound, not a prediction): an
+iterative method is charged for every iteration it may run (most stop far earlier), a layer-wise
+method for dense solves on every layer. Per signal, with ``F = sum(n_i n_{i+1})`` the multiply-adds
+of one forward pass and ``L = sum(n_{i+1} n_i (n_i + n_{i+1}))`` those of dense solves on every layer:
+gd and plugin ``3 F n_iter restarts``; latent-pursuit ``4 L``; lbp ``30 L``; lp ``25 L``; hybrid
+``4 L``; each layer-wise method plus its joint refit, the hybrid plus its gradient stage; the oracle
+``L``; the certificate ``2 L`` plus its spark search. The factors come from the forward-pass
+equivalents measured by benchmarks/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from geninv.errors import BudgetError, InvalidValueError
+
+ENV = "GENINV_BUDGET"
+"""Environment variable a server operator sets to change the :class:`Budget`."""
+
+LAYERWISE_FACTOR = {"latent-pursuit": 4.0, "lbp": 30.0, "lp": 25.0, "hybrid": 4.0, "oracle": 1.0}
+"""Multiples of ``L`` (dense solves on every layer, per signal) that each layer-wise method is charged."""
+UNKNOWN_LAYERWISE_FACTOR = 30.0
+CERTIFICATE_FACTOR = 2.0
+ITERATION_FIELDS = ("n_iter", "gd_iter", "refit_iter")
+RESTART_FIELDS = ("restarts", "gd_restarts")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits on one request from an untrusted source.
+
+    Parameters
+    ----------
+    max_width : int
+        Units in any layer (latent and output included).
+    max_layers : int
+        Weight layers.
+    max_parameters : int
+        Weights and biases in all (float64: 8 bytes each).
+    max_batch : int
+        Signals inverted at once (a sweep's trials).
+    max_iterations : int
+        Any iteration count of a method (gd's ``n_iter``, the hybrid's ``gd_iter``, ...).
+    max_restarts : int
+        Any restart count of a method.
+    max_history_mb : float
+        Iterates and losses an iterative method stores (``n_iter / record_every`` records).
+    max_sweep_values : int
+        Values of a sweep's variable.
+    max_sweep_runs : int
+        ``values x methods x trials`` of a sweep.
+    max_cost : float
+        Estimated multiply-adds of the whole request (see the module's cost model).
+    max_upload_mb : float
+        An uploaded weights file.
+    """
+
+    max_width: int = 8192
+    max_layers: int = 8
+    max_parameters: int = 4_000_000
+    max_batch: int = 500
+    max_iterations: int = 50_000
+    max_restarts: int = 32
+    max_history_mb: float = 256.0
+    max_sweep_values: int = 50
+    max_sweep_runs: int = 20_000
+    max_cost: float = 5e12
+    max_upload_mb: float = 40.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+                raise InvalidValueError(f"The budget's '{f.name}' must be a positive finite number. Got {value!r}.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Budget:
+        """The default budget, changed by ``GENINV_BUDGET="name=value,..."`` when set."""
+        text = (os.environ if environ is None else environ).get(ENV, "").strip()
+        if not text:
+            return cls()
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        changes: dict[str, Any] = {}
+        for item in text.split(","):
+            name, sep, value = (part.strip() for part in item.partition("="))
+            if not sep or name not in kinds:
+                raise InvalidValueError(
+                    f"{ENV} must be comma-separated name=value pairs with names among {', '.join(kinds)}. "
+                    f"Got {item.strip()[:60]!r}."
+                )
+            try:
+                number = float(value)
+            except ValueError:
+                raise InvalidValueError(f"{ENV}: '{name}' must be a number. Got {value[:40]!r}.") from None
+            if kinds[name] in (int, "int"):
+                if not math.isfinite(number) or number != int(number):
+                    raise InvalidValueError(f"{ENV}: '{name}' must be a whole number. Got {value[:40]!r}.")
+                number = int(number)
+            changes[name] = number
+        return cls(**changes)
+
+    # ------------------------------------------------------------------ shape of the work
+    def check_widths(self, widths: Sequence[int], *, what: str = "The generator", hard: bool = False) -> None:
+        """Refuse a generator larger than the budget (before it is built); ``hard``: these are hard limits."""
+        widths = [int(w) for w in widths]
+        layers = len(widths) - 1
+        if layers > self.max_layers:
+            _refuse(f"{what} has {layers} weight layers", "max_layers", self.max_layers, hard)
+        widest = max(widths)
+        if widest > self.max_width:
+            _refuse(f"{what} has a layer of {widest} units", "max_width", self.max_width, hard)
+        params = parameters(widths)
+        if params > self.max_parameters:
+            _refuse(f"{what} has {_num(params)} weights", "max_parameters", self.max_parameters, hard)
+
+    def check_spec(self, spec: str) -> tuple[int, ...]:
+        """Widths of a generator spec, refused past the budget without building anything."""
+        from geninv.io import spec_widths
+
+        widths = spec_widths(spec)
+        self.check_widths(widths, what=f"The generator {spec[:60]!r}")
+        return widths
+
+    def check_upload(self, label: str, n_bytes: int) -> None:
+        """Refuse an uploaded weights file above ``max_upload_mb`` (before it is read)."""
+        if n_bytes > self.max_upload_mb * 1e6:
+            _refuse(f"The {label} is {n_bytes / 1e6:.1f} MB", "max_upload_mb", self.max_upload_mb)
+
+    def check_method(self, method: str, config: Any, *, batch: int, latent_dim: int) -> None:
+        """Refuse iteration counts, restarts or a stored history past the budget."""
+        for name in ITERATION_FIELDS:
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > self.max_iterations:
+                _refuse(f"{method}'s '{name}' is {_num(value)}", "max_iterations", self.max_iterations)
+        for name in RESTART_FIELDS:
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > self.max_restarts:
+                _refuse(f"{method}'s '{name}' is {_num(value)}", "max_restarts", self.max_restarts)
+        mb = history_bytes(config, batch=batch, latent_dim=latent_dim) / 1e6
+        if mb > self.max_history_mb:
+            _refuse(
+                f"{method} would store {mb:.0f} MB of iterates (n_iter / record_every records per restart and signal)",
+                "max_history_mb",
+                self.max_history_mb,
+            )
+
+    def check_batch(self, batch: int, *, what: str = "The batch") -> None:
+        if batch > self.max_batch:
+            _refuse(f"{what} has {_num(batch)} signals", "max_batch", self.max_batch)
+
+    def check_cost(self, cost: Cost, *, what: str = "This run") -> Cost:
+        if cost.total > self.max_cost:
+            parts = ", ".join(f"{k} {_num(v)}" for k, v in sorted(cost.parts.items(), key=lambda kv: -kv[1])[:4])
+            _refuse(
+                f"{what} would cost about {_num(cost.total)} multiply-adds ({parts}); lower the iterations, "
+                "restarts, trials or the generator's size",
+                "max_cost",
+                self.max_cost,
+            )
+        return cost
+
+    # ------------------------------------------------------------------ whole requests
+    def check_experiment(self, experiment: Any, widths: Sequence[int] | None = None) -> Cost:
+        """Check a :class:`geninv.demo.Experiment` (one signal, its methods and certificate); returns its cost.
+
+        ``widths`` is needed for an uploaded generator (its spec does not say); otherwise it is read from
+        the spec, so that nothing is built before the check.
+        """
+        from geninv.demo import SPARK_BUDGET, UPLOAD
+        from geninv.inversion.registry import make_config
+
+        if widths is None:
+            if experiment.generator == UPLOAD:
+                raise InvalidValueError("The widths of an uploaded generator are needed to check its budget.")
+            widths = self.check_spec(experiment.generator)
+        else:
+            self.check_widths(widths)
+        parts: dict[str, float] = {}
+        for method in experiment.methods:
+            config = make_config(method, **experiment.options.get(method, {}))
+            self.check_method(method, config, batch=1, latent_dim=widths[0])
+            parts[method] = method_cost(method, config, widths, batch=1)
+        parts["certificate"] = certificate_cost(widths, batch=1, spark_budget=SPARK_BUDGET)
+        return self.check_cost(Cost(parts))
+
+    def check_sweep(self, config: Any) -> Cost:
+        """Check a :class:`geninv.experiments.SweepConfig` (every value, method and trial); returns its cost."""
+        from geninv.experiments import ORACLE, sweep_widths
+        from geninv.inversion.registry import make_config
+
+        if len(config.values) > self.max_sweep_values:
+            _refuse(f"The sweep has {len(config.values)} values", "max_sweep_values", self.max_sweep_values)
+        runs = len(config.values) * len(config.methods) * config.trials
+        if runs > self.max_sweep_runs:
+            what = f"The sweep has {_num(runs)} runs (values x methods x trials)"
+            _refuse(what, "max_sweep_runs", self.max_sweep_runs)
+        self.check_batch(config.trials, what="Each task of the sweep")
+        parts: dict[str, float] = {}
+        for value in config.values:
+            widths = sweep_widths(config, value)
+            self.check_widths(widths, what=f"The generator at {config.variable}={value:g}")
+            for method in config.methods:
+                if method == ORACLE:
+                    cost = LAYERWISE_FACTOR[ORACLE] * layerwise_macs(widths) * config.trials
+                else:
+                    cfg = make_config(method, **config.method_options.get(method, {}))
+                    self.check_method(method, cfg, batch=config.trials, latent_dim=widths[0])
+                    cost = method_cost(method, cfg, widths, batch=config.trials)
+                parts[method] = parts.get(method, 0.0) + cost
+            if config.certificate:
+                cert = certificate_cost(widths, batch=config.trials, spark_budget=20000)
+                parts["certificate"] = parts.get("certificate", 0.0) + cert
+        return self.check_cost(Cost(parts), what="This sweep")
+
+
+HARD_LIMITS = Budget(max_width=10**6, max_layers=1000, max_parameters=10**10)
+"""What a spec string may name at all, on any machine (checked by :func:`geninv.io.parse_spec`)."""
+
+
+def budget() -> Budget:
+    """This server's budget: the defaults, changed by ``GENINV_BUDGET``."""
+    return Budget.from_env()
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Estimated multiply-adds of a request, per part (method, certificate)."""
+
+    parts: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.parts.values()))
+
+    def describe(self, limits: Budget | None = None) -> str:
+        """E.g. ``'about 1.7e+10 multiply-adds (0.3% of this server's budget)'``."""
+        text = f"about {_num(self.total)} multiply-adds"
+        if limits is not None:
+            text += f" ({100 * self.total / limits.max_cost:.2g}% of this server's budget)"
+        return text
+
+
+# ---------------------------------------------------------------------- the cost model
+def parameters(widths: Sequence[int]) -> int:
+    """Weights and biases of a fully connected generator."""
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
+
+
+def forward_macs(widths: Sequence[int]) -> float:
+    """Multiply-adds of one forward pass of one signal."""
+    return float(sum(a * b for a, b in itertools.pairwise(widths)))
+
+
+def layerwise_macs(widths: Sequence[int]) -> float:
+    """Multiply-adds of dense solves on every layer for one signal: ``sum n_out n_in (n_in + n_out)``."""
+    return float(sum(b * a * (a + b) for a, b in itertools.pairwise(widths)))
+
+
+def history_bytes(config: Any, *, batch: int, latent_dim: int) -> float:
+    """Bytes an iterative method stores: per record, every restart's iterate, loss and error."""
+    n_iter = getattr(config, "n_iter", None) or getattr(config, "gd_iter", None)
+    if not isinstance(n_iter, int):
+        return 0.0
+    restarts = getattr(config, "restarts", None) or getattr(config, "gd_restarts", 1) + 1
+    records = n_iter // getattr(config, "record_every", 10) + 2
+    return 8.0 * records * batch * restarts * (latent_dim + 2)
+
+
+def method_cost(method: str, config: Any, widths: Sequence[int], *, batch: int) -> float:
+    """Estimated multiply-adds of ``method`` with ``config`` on ``batch`` signals (an upper bound)."""
+    f, lw = forward_macs(widths), layerwise_macs(widths)
+    n0, m = widths[0], widths[-1]
+    per_signal = 0.0
+    if hasattr(config, "n_iter") and method not in LAYERWISE_FACTOR:  # gd, plugin and other iterative methods
+        per_signal = 3.0 * f * config.n_iter * getattr(config, "restarts", 1)
+        if getattr(config, "negation_check", False):
+            per_signal += 2.0 * f * (config.n_iter // getattr(config, "record_every", 1) + 1) * config.restarts
+    else:
+        per_signal = LAYERWISE_FACTOR.get(method, UNKNOWN_LAYERWISE_FACTOR) * lw
+    if hasattr(config, "refit_iter"):  # the layer-wise methods' joint refit of z
+        per_signal += config.refit_iter * (n0 * f + m * n0 * n0)
+    if hasattr(config, "gd_iter"):
+        per_signal += 3.0 * f * config.gd_iter * (getattr(config, "gd_restarts", 1) + 1)
+    return per_signal * batch
+
+
+def certificate_cost(widths: Sequence[int], *, batch: int, spark_budget: int) -> float:
+    """Estimated multiply-adds of :func:`geninv.certify` on ``batch`` samples."""
+    spark = spark_budget * float(sum(a * a for a in widths[:-1]))
+    return batch * (CERTIFICATE_FACTOR * layerwise_macs(widths) + spark)
+
+
+def _num(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e6 else f"{x:.2g}"
+
+
+def _refuse(what: str, limit: str, value: float, hard: bool = False) -> None:
+    if hard:
+        raise BudgetError(f"{what}; geninv builds at most {_num(value)} on any machine (hard limit '{limit}').")
+    raise BudgetError(
+        f"{what}; this server allows at most {_num(value)} (limit '{limit}'). "
+        f"An operator can raise it with the environment variable {ENV}='{limit}=...'."
+    )
