@@ -1,13 +1,28 @@
-"""Invertibility certificates (MISSION.md, section 3).
+"""Invertibility certificates: can ``z`` be recovered from ``A(G(z)) + e``, and how well?
 
-For each recovery step, from the output back to the latent, we look at the matrix that links the
-unknown layer ``x_k`` to the equations the layer above gives: ``M = W_{k+1}[rows]``. The paper's
-conditions use the spark of ``M``; its mutual coherence gives a sound but pessimistic bound. What
-decides in practice (FINDINGS.md) is whether ``M`` restricted to the true support columns has full
-column rank. The certificate reports all of them side by side.
+Every answer is per sample, on the sample's own activation pattern (docs/theory.md explains each
+verdict for users).
+
+1. **Layer by layer** (the paper's conditions). For each recovery step, from the output back to the
+   latent, the matrix that links the unknown layer ``x_k`` to the equations the layer above gives is
+   ``M = W_{k+1}[rows]``. The certificate reports the spark condition (exact where affordable, else
+   its mutual-coherence bound), the Layered Basis-Pursuit guarantee, and whether ``M`` restricted to
+   the true support columns has full column rank. These conditions are **sufficient, not
+   necessary**: when a step fails them, the whole network may still be identifiable.
+2. **Whole network** (local identifiability). On the sample's activation pattern the map from ``z`` to
+   the observed output is affine, ``J_S z + c`` (rows: observed, non-saturated, and for a relu output
+   positive; a sigmoid / tanh output scales each row by ``phi'(pre)``, the Jacobian at the sample).
+   ``z`` is locally unique iff ``J_S`` has full column rank ``n_0``. This is the verdict: a sample is
+   never called "not identifiable" from the layer-wise test alone.
+3. **Stability.** With output noise of standard deviation sigma, least squares on the true pattern
+   (the oracle) has latent error about ``sigma * ||J_S^+||_F``; its noise gain is ``1 / sigma_min(J_S)``
+   and ``cond(J_S)`` is the amplification of relative errors. A layer-by-layer pass pays the product
+   of its per-step gains instead (``1 / sigma_min`` of each restricted matrix), which can be far
+   larger.
 
 Rank tolerance: a singular value counts as non-zero when it exceeds
-``max(m, n) * eps(dtype) * sigma_max`` (numpy's ``matrix_rank`` default), computed in float64.
+``max(m, n) * eps * sigma_max`` (numpy's ``matrix_rank`` default), where ``eps`` is the precision the
+generator (or matrix) is stored in; the arithmetic itself is float64.
 """
 
 from __future__ import annotations
@@ -21,28 +36,36 @@ import numpy as np
 import torch
 
 from geninv._threads import threads_for
-from geninv._validation import as_tensor, check_int, check_real
+from geninv._validation import as_tensor, check_int, check_real, fail
+from geninv.errors import ShapeError
 from geninv.generator import Generator
 from geninv.observation import _make_operator
 
 HOLDS, FAILS, UNKNOWN = "holds", "fails", "unknown"
-_CHUNK = 64
+STABLE_CONDITION = 100.0
+"""Default largest condition number of ``J_S`` that the verdict calls stable."""
+_EPS64 = torch.finfo(torch.float64).eps
+_GRAM_SAFETY = 1e4
+"""An eigenvalue of a Gram matrix is trusted when it exceeds this many times its rounding bound."""
 
 
-def _rank_tol(svals: torch.Tensor, m: int, n: int) -> torch.Tensor:
-    eps = torch.finfo(torch.float64).eps
+def _eps_of(value: Any, dtype: torch.dtype | None) -> float:
+    """Machine epsilon of the precision ``value`` is stored in (float64 for non-float input)."""
+    if dtype is not None:
+        return float(torch.finfo(dtype).eps)
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return float(torch.finfo(value.dtype).eps)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return float(np.finfo(value.dtype).eps)
+    return _EPS64
+
+
+def _rank_tol(svals: torch.Tensor, m: int, n: int, eps: float = _EPS64) -> torch.Tensor:
     return svals.amax(dim=-1, keepdim=True) * max(m, n) * eps
 
 
-def mutual_coherence(matrix: Any) -> torch.Tensor:
-    """``max_{j != k} |m_j . m_k| / (||m_j|| ||m_k||)`` over the columns; batched over leading dims.
-
-    A zero column makes the columns dependent (spark 1): its coherence is reported as ``inf``.
-    A matrix with one column has coherence 0.
-    """
-    m = as_tensor("matrix", matrix, ndim=(2, 3)).double()
-    gram = m.transpose(-1, -2) @ m
-    norms = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1))
+def _coherence_from_gram(gram: torch.Tensor) -> torch.Tensor:
+    norms = torch.sqrt(torch.diagonal(gram, dim1=-2, dim2=-1).clamp_min(0))
     zero = (norms == 0).any(dim=-1)
     scale = norms.clamp_min(1e-300)
     corr = (gram / scale.unsqueeze(-1) / scale.unsqueeze(-2)).abs()
@@ -52,33 +75,58 @@ def mutual_coherence(matrix: Any) -> torch.Tensor:
     return torch.where(zero, torch.full_like(mu, math.inf), mu)
 
 
+def mutual_coherence(matrix: Any) -> torch.Tensor:
+    """``max_{j != k} |m_j . m_k| / (||m_j|| ||m_k||)`` over the columns; batched over leading dims.
+
+    A zero column makes the columns dependent (spark 1): its coherence is reported as ``inf``.
+    A matrix with one column has coherence 0.
+    """
+    m = as_tensor("matrix", matrix, ndim=(2, 3)).double()
+    return _coherence_from_gram(m.transpose(-1, -2) @ m)
+
+
 def spark_lower_bound(matrix: Any) -> torch.Tensor:
     """``1 + 1/mu(M)`` (``inf`` when the columns are orthogonal, 1 with a zero column)."""
     mu = mutual_coherence(matrix)
     return torch.where(mu == math.inf, torch.ones_like(mu), 1 + 1 / mu)
 
 
-def matrix_rank(matrix: Any) -> int:
-    """Numerical rank with the module's tolerance."""
+def matrix_rank(matrix: Any, *, dtype: torch.dtype | None = None) -> int:
+    """Numerical rank with the module's tolerance.
+
+    Parameters
+    ----------
+    matrix : array of shape (m, n)
+    dtype : torch.dtype, optional
+        Precision the matrix was stored in; sets ``eps`` of the tolerance
+        ``max(m, n) * eps * sigma_max``. Default: the matrix's own floating dtype (float64 otherwise).
+    """
+    eps = _eps_of(matrix, dtype)
     m = as_tensor("matrix", matrix, ndim=2).double()
     if m.numel() == 0:
         return 0
     s = torch.linalg.svdvals(m)
-    return int((s > _rank_tol(s, *m.shape).squeeze(-1)).sum())
+    return int((s > _rank_tol(s, *m.shape, eps).squeeze(-1)).sum())
 
 
-def spark(matrix: Any, *, max_subsets: int = 20000) -> float | None:
+def spark(matrix: Any, *, max_subsets: int = 20000, dtype: torch.dtype | None = None) -> float | None:
     """Exact spark: the size of the smallest linearly dependent set of columns.
 
     Returns ``math.inf`` when all columns are independent, and None when finding it would take more
     than ``max_subsets`` rank checks ("not computed"). The search starts at the coherence bound.
+    ``dtype`` sets the rank tolerance as in :func:`matrix_rank`.
     """
+    eps = _eps_of(matrix, dtype)
     m = as_tensor("matrix", matrix, ndim=2).double()
-    max_subsets = check_int("max_subsets", max_subsets, low=1)
+    return _spark(m, check_int("max_subsets", max_subsets, low=1), eps)
+
+
+def _spark(m: torch.Tensor, max_subsets: int, eps: float) -> float | None:
     n = m.shape[1]
     if bool((torch.linalg.vector_norm(m, dim=0) == 0).any()):
         return 1
-    rank = matrix_rank(m)
+    s = torch.linalg.svdvals(m)
+    rank = int((s > _rank_tol(s, *m.shape, eps).squeeze(-1)).sum())
     if rank == n:
         return math.inf
     start = max(2, math.ceil(float(spark_lower_bound(m)) - 1e-9))
@@ -95,7 +143,7 @@ def spark(matrix: Any, *, max_subsets: int = 20000) -> float | None:
             idx = torch.tensor(cols[start_i : start_i + 4096])
             sub = m[:, idx].permute(1, 0, 2)  # (S, rows, k)
             s = torch.linalg.svdvals(sub)
-            ranks = (s > _rank_tol(s, m.shape[0], k)).sum(-1)
+            ranks = (s > _rank_tol(s, m.shape[0], k, eps)).sum(-1)
             if bool((ranks < k).any()):
                 return k
     return stop
@@ -137,6 +185,11 @@ class LayerCertificate:
         ``s < (1 + 1/mu) / 2``: Layered Basis-Pursuit provably recovers this layer.
     identifiable : ndarray of bool
         Full column rank on the true support: the equations pin ``x_layer`` down given its support.
+    noise_gain : ndarray of float
+        ``1 / sigma_min`` of the step's restricted matrix, as the noise sees it: the error this step
+        adds per unit of error in its equations (least squares on the true support). On the output
+        step of a sigmoid / tanh generator the rows are scaled by ``phi'(pre)``, since the noise is
+        added to the pixels. ``inf`` when the step is not identifiable, 1 when the layer is empty.
     """
 
     layer: int
@@ -153,6 +206,7 @@ class LayerCertificate:
     paper_unique: np.ndarray
     lbp_guaranteed: np.ndarray
     identifiable: np.ndarray
+    noise_gain: np.ndarray
 
     def summary(self) -> dict[str, Any]:
         """Per-step averages and the fraction of samples for which each verdict holds."""
@@ -170,18 +224,64 @@ class LayerCertificate:
             "paper_unique_unknown": float(np.mean(self.paper_unique == UNKNOWN)),
             "lbp_guaranteed": float(np.mean(self.lbp_guaranteed)),
             "identifiable": float(np.mean(self.identifiable)),
+            "noise_gain_median": float(np.median(self.noise_gain)),
         }
 
 
 @dataclass(frozen=True)
-class Certificate:
-    """Per-sample, per-step invertibility certificate of a generator (see :func:`certify`).
+class NetworkCertificate:
+    """Whole-network local identifiability and stability; every array has shape (B,).
 
-    ``layers`` runs in recovery order: from the last hidden layer down to z.
+    On the sample's activation pattern the observed output is ``J_S z + c`` (see :func:`certify`).
+
+    Attributes
+    ----------
+    rows : ndarray of int
+        Usable output rows: observed, not saturated, and positive for a relu output.
+    rank : ndarray of int
+        Rank of ``J_S``.
+    identifiable : ndarray of bool
+        ``rank == n_0``: z is locally unique.
+    sigma_min, sigma_max : ndarray of float
+        Extreme singular values of ``J_S`` (``sigma_min`` is 0 when it has fewer rows than ``n_0``).
+    pinv_norm : ndarray of float
+        ``||J_S^+||_F``: the oracle's latent error per unit of noise sigma (``inf`` when not identifiable).
+    latent_norm : ndarray of float
+        ``||z||``.
+    """
+
+    rows: np.ndarray
+    rank: np.ndarray
+    identifiable: np.ndarray
+    sigma_min: np.ndarray
+    sigma_max: np.ndarray
+    pinv_norm: np.ndarray
+    latent_norm: np.ndarray
+
+    @property
+    def noise_gain(self) -> np.ndarray:
+        """``1 / sigma_min(J_S)``: worst-case latent error per unit of output error (``inf`` if not identifiable)."""
+        with np.errstate(divide="ignore"):
+            return np.where(self.identifiable, 1.0 / self.sigma_min, np.inf)
+
+    @property
+    def condition(self) -> np.ndarray:
+        """``sigma_max / sigma_min`` of ``J_S`` (``inf`` if not identifiable)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.identifiable, self.sigma_max / self.sigma_min, np.inf)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Per-sample invertibility certificate of a generator (see :func:`certify`).
+
+    ``layers`` runs in recovery order: from the last hidden layer down to z. ``network`` holds the
+    whole-network check. Arrays from the properties have shape (B,) unless stated otherwise.
     """
 
     layers: tuple[LayerCertificate, ...]
     widths: tuple[int, ...]
+    network: NetworkCertificate
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -190,8 +290,13 @@ class Certificate:
 
     @property
     def identifiable(self) -> np.ndarray:
-        """Per sample: every step is identifiable (full column rank on the true supports)."""
+        """Per sample: every step is identifiable on its own (layer by layer; sufficient, not necessary)."""
         return np.logical_and.reduce([lc.identifiable for lc in self.layers])
+
+    @property
+    def identifiable_network(self) -> np.ndarray:
+        """Per sample: ``J_S`` has full column rank, so z is locally unique (the deciding test)."""
+        return self.network.identifiable
 
     @property
     def lbp_guaranteed(self) -> np.ndarray:
@@ -208,11 +313,81 @@ class Certificate:
         return out.astype(str)
 
     @property
+    def noise_gain(self) -> np.ndarray:
+        """End-to-end noise gain ``1 / sigma_min(J_S)`` (``inf`` when not identifiable)."""
+        return self.network.noise_gain
+
+    @property
+    def condition_number(self) -> np.ndarray:
+        """Condition number of ``J_S``: how much relative output error is amplified in z."""
+        return self.network.condition
+
+    @property
+    def step_gains(self) -> np.ndarray:
+        """Array of shape (n_steps, B): each step's noise gain, in recovery order (as ``layers``)."""
+        return np.stack([lc.noise_gain for lc in self.layers])
+
+    @property
+    def step_gain_product(self) -> np.ndarray:
+        """Product of the step gains: the amplification a purely layer-by-layer pass can pay."""
+        with np.errstate(invalid="ignore"):
+            return np.prod(self.step_gains, axis=0)
+
+    @property
+    def stable(self) -> np.ndarray:
+        """Identifiable on the network with a condition number at most ``options['stable_condition']``."""
+        limit = self.options.get("stable_condition", STABLE_CONDITION)
+        return self.identifiable_network & (self.condition_number <= limit)
+
+    def predicted_error(self, sigma: Any) -> np.ndarray:
+        """Relative latent error least squares on the true pattern (the oracle) is predicted to reach.
+
+        ``sigma * ||J_S^+||_F / ||z||``: the root-mean-square error of the linearised least-squares
+        solution under Gaussian output noise of standard deviation ``sigma`` (in pixel space).
+
+        Parameters
+        ----------
+        sigma : float or array of shape (B,)
+            Noise standard deviation, one for all samples or one per sample.
+
+        Returns
+        -------
+        ndarray of shape (B,)
+            ``inf`` where the network is not identifiable (0 with ``sigma = 0`` where it is).
+        """
+        s = np.asarray(sigma.detach().cpu() if isinstance(sigma, torch.Tensor) else sigma, dtype=float)
+        if s.ndim > 1 or (s.ndim == 1 and s.shape[0] != self.batch_size):
+            fail("sigma", f"a number or an array of shape ({self.batch_size},)", s, ShapeError)
+        if not bool(np.all(np.isfinite(s))) or bool(np.any(s < 0)):
+            fail("sigma", "finite and non-negative", s)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = s * self.network.pinv_norm / self.network.latent_norm
+        return np.where(self.identifiable_network, np.nan_to_num(err, nan=0.0), np.inf)
+
+    @property
     def verdict(self) -> np.ndarray:
-        """One word per sample: "certified" (paper), "identifiable" (exact checks only) or "not identifiable"."""
-        out = np.where(self.identifiable, "identifiable", "not identifiable").astype(object)
-        out[self.paper_unique == HOLDS] = "certified"
-        return out.astype(str)
+        """One phrase per sample, in plain words (see docs/theory.md).
+
+        "not identifiable on this pattern" only when the whole-network test fails; otherwise
+        "certified" (the paper's conditions hold at every step) or "identifiable", then "and stable"
+        or "but unstable: noise xK" (K the condition number), and "(network); layer-by-layer test
+        inconclusive" when only the whole-network test shows it.
+        """
+        cond = self.condition_number
+        paper = self.paper_unique == HOLDS
+        out = []
+        for b in range(self.batch_size):
+            if not self.identifiable_network[b]:
+                out.append("not identifiable on this pattern")
+                continue
+            layerwise = bool(self.identifiable[b])
+            head = "certified" if paper[b] and layerwise else "identifiable"
+            if not layerwise:
+                head += " (network)"
+            stab = " and stable" if self.stable[b] else f" but unstable: noise x{_times(cond[b])}"
+            tail = "" if layerwise else "; layer-by-layer test inconclusive"
+            out.append(head + stab + tail)
+        return np.array(out, dtype=str)
 
     def summary(self) -> list[dict[str, Any]]:
         """One dict per step plus an "all" row: fractions of samples for which each verdict holds."""
@@ -225,12 +400,17 @@ class Certificate:
                 "paper_unique_unknown": float(np.mean(self.paper_unique == UNKNOWN)),
                 "lbp_guaranteed": float(np.mean(self.lbp_guaranteed)),
                 "identifiable": float(np.mean(self.identifiable)),
+                "identifiable_network": float(np.mean(self.identifiable_network)),
+                "stable": float(np.mean(self.stable)),
+                "noise_gain_median": float(np.median(self.noise_gain)),
+                "condition_median": float(np.median(self.condition_number)),
+                "step_gain_product_median": float(np.median(self.step_gain_product)),
             }
         )
         return rows
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One JSON-friendly dict per sample and step."""
+        """One JSON-friendly dict per sample and step (see :meth:`network_records` for one per sample)."""
         out = []
         for b in range(self.batch_size):
             for lc in self.layers:
@@ -252,9 +432,48 @@ class Certificate:
                         "paper_unique": str(lc.paper_unique[b]),
                         "lbp_guaranteed": bool(lc.lbp_guaranteed[b]),
                         "identifiable": bool(lc.identifiable[b]),
+                        "noise_gain": float(lc.noise_gain[b]),
                     }
                 )
         return out
+
+    def network_records(self) -> list[dict[str, Any]]:
+        """One JSON-friendly dict per sample: the whole-network verdict, gains and predicted error.
+
+        ``predicted_error`` is at the certificate's ``noise_sigma`` (0 when certified clean).
+        """
+        net = self.network
+        verdict = self.verdict
+        gain, cond, product = self.noise_gain, self.condition_number, self.step_gain_product
+        predicted = self.predicted_error(self.options.get("noise_sigma", 0.0))
+        return [
+            {
+                "sample": b,
+                "verdict": str(verdict[b]),
+                "identifiable_network": bool(net.identifiable[b]),
+                "identifiable_layerwise": bool(self.identifiable[b]),
+                "paper_unique": str(self.paper_unique[b]),
+                "lbp_guaranteed": bool(self.lbp_guaranteed[b]),
+                "stable": bool(self.stable[b]),
+                "rows": int(net.rows[b]),
+                "rank": int(net.rank[b]),
+                "sigma_min": float(net.sigma_min[b]),
+                "sigma_max": float(net.sigma_max[b]),
+                "noise_gain": float(gain[b]),
+                "condition": float(cond[b]),
+                "step_gain_product": float(product[b]),
+                "pinv_norm": float(net.pinv_norm[b]),
+                "latent_norm": float(net.latent_norm[b]),
+                "predicted_error": float(predicted[b]),
+            }
+            for b in range(self.batch_size)
+        ]
+
+
+def _times(x: float) -> str:
+    if not math.isfinite(x):
+        return "inf"
+    return f"{x:,.0f}" if x < 1e6 else f"{x:.1e}"
 
 
 def equation_rows(
@@ -296,8 +515,10 @@ def certify(
     noise_sigma: float = 0.0,
     spark_budget: int = 20000,
     saturation_tol: float = 1e-6,
+    stable_condition: float = STABLE_CONDITION,
+    memory_mb: float = 256.0,
 ) -> Certificate:
-    """Certify, per sample and per layer, whether ``z`` can be recovered from ``A(G(z))``.
+    """Certify, per sample, whether and how stably ``z`` can be recovered from ``A(G(z)) + e``.
 
     Parameters
     ----------
@@ -306,11 +527,18 @@ def certify(
     mask : bool array of shape (n_L,), optional
         True = observed. A compressed-sensing operator is not supported here.
     noise_sigma : float
-        With noise, sigmoid / tanh pixels within 3 sigma of saturation give no equation.
+        With noise, sigmoid / tanh pixels within 3 sigma of saturation give no equation to the
+        layer-by-layer steps (the whole-network test uses them, weighted by ``phi'``); also the sigma
+        of ``network_records()['predicted_error']``.
     spark_budget : int
         Largest number of column subsets the exact spark search may check per matrix; above it the
         spark is "not computed" (nan).
     saturation_tol : float
+        Sigmoid / tanh outputs this close to their bound count as saturated (no equation).
+    stable_condition : float
+        Largest condition number of ``J_S`` the verdict calls stable.
+    memory_mb : float
+        Memory budget of the batched linear algebra; the batch is processed in chunks that fit it.
 
     Returns
     -------
@@ -321,84 +549,285 @@ def certify(
     >>> import geninv
     >>> G = geninv.Generator.random([20, 128, 392, 784], seed=0)
     >>> cert = geninv.certify(G, G.sample_latent(8, seed=1))
-    >>> bool(cert.identifiable.all())
-    True
+    >>> bool(cert.identifiable.all()), bool(cert.identifiable_network.all())
+    (True, True)
+    >>> str(cert.verdict[0])
+    'certified and stable'
     """
     noise_sigma = check_real("noise_sigma", noise_sigma, low=0.0)
     spark_budget = check_int("spark_budget", spark_budget, low=1)
     saturation_tol = check_real("saturation_tol", saturation_tol, low=0.0)
-    with threads_for(generator, np.shape(z)[0] if np.ndim(z) == 2 else 1):
-        return _certify(generator, z, mask, noise_sigma, spark_budget, saturation_tol)
+    stable_condition = check_real("stable_condition", stable_condition, low=1.0)
+    memory_mb = check_real("memory_mb", memory_mb, low=0.0, low_open=True)
+    options = {
+        "noise_sigma": noise_sigma,
+        "spark_budget": spark_budget,
+        "saturation_tol": saturation_tol,
+        "stable_condition": stable_condition,
+        "memory_mb": memory_mb,
+    }
+    batch = np.shape(z)[0] if np.ndim(z) == 2 else 1
+    with threads_for(generator, batch):
+        return _certify(generator, z, mask, options)
 
 
-def _certify(generator, z, mask, noise_sigma, spark_budget, saturation_tol) -> Certificate:
+def _float64(generator: Generator) -> Generator:
+    """The generator itself if float64, else a float64 copy (``Module.double`` would change it in place)."""
+    if generator.dtype == torch.float64:
+        return generator
+    copy = Generator(
+        [generator.weight(i).double() for i in range(generator.n_layers)],
+        [None if generator.bias(i) is None else generator.bias(i).double() for i in range(generator.n_layers)],
+        hidden=generator.hidden_activation.name,
+        output=generator.output_activation.name,
+        negative_slope=generator.hidden_activation.negative_slope,
+        name=generator.name,
+        dtype=torch.float64,
+    )
+    return copy.to(generator.device)
+
+
+def _certify(generator: Generator, z: Any, mask: Any, options: dict[str, Any]) -> Certificate:
     op = _make_operator(generator, mask, None)
     observed = torch.from_numpy(np.array(op.mask)).to(generator.device)
-    trace = generator.trace(z)
-    batch = trace.latent.shape[0]
+    trace = generator.trace(z)  # the generator's own precision decides the activation pattern
+    eps = float(torch.finfo(generator.dtype).eps)
+    budget = int(options["memory_mb"] * 2**20)
+    out_act = generator.output_activation
+    smooth_output = out_act.name in ("sigmoid", "tanh")
     steps = []
     for layer in range(generator.n_layers - 1, -1, -1):
-        rows = equation_rows(generator, trace, layer, observed, noise_sigma=noise_sigma, saturation_tol=saturation_tol)
+        rows = equation_rows(
+            generator,
+            trace,
+            layer,
+            observed,
+            noise_sigma=options["noise_sigma"],
+            saturation_tol=options["saturation_tol"],
+        )
         if layer == 0:
             support = torch.ones_like(trace.latent, dtype=torch.bool)
         else:
             act = generator.activation(layer - 1)
             support = trace.supports[layer - 1] if act.sparse else torch.ones_like(trace.supports[layer - 1])
-        steps.append(_certify_step(generator.weight(layer).double(), rows, support, layer, spark_budget))
-    options = {"noise_sigma": noise_sigma, "spark_budget": spark_budget, "saturation_tol": saturation_tol}
-    del batch
-    return Certificate(layers=tuple(steps), widths=generator.widths, options=options)
+        scale = None
+        if smooth_output and layer == generator.n_layers - 1:
+            scale = out_act.derivative(trace.pre_activations[-1].double())
+        steps.append(
+            _certify_step(
+                generator.weight(layer).double(),
+                rows,
+                support,
+                layer=layer,
+                eps=eps,
+                spark_budget=options["spark_budget"],
+                budget=budget,
+                scale=scale,
+            )
+        )
+    network = _certify_network(generator, trace, observed, options["saturation_tol"], eps, budget)
+    return Certificate(layers=tuple(steps), widths=generator.widths, network=network, options=options)
+
+
+def _gather_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row of ``mask`` (C, n): indices of its True entries first (C, k_max), their count, validity."""
+    counts = mask.sum(-1)
+    k = int(counts.max()) if mask.shape[0] else 0
+    order = torch.argsort(mask.logical_not().to(torch.uint8), dim=-1, stable=True)[:, :k]
+    valid = torch.arange(k, device=mask.device) < counts.unsqueeze(-1)
+    return order, counts, valid
+
+
+def _gram_bound(trace: torch.Tensor, n_rows: torch.Tensor, n_cols: torch.Tensor) -> torch.Tensor:
+    """Bound on the rounding error of the eigenvalues of a float64 Gram ``A^T A`` (``trace = ||A||_F^2``)."""
+    return 2 * (n_rows + n_cols).to(trace.dtype) * _EPS64 * trace
+
+
+def _full_rank(gram: torch.Tensor, n_rows: torch.Tensor, stack: Any, dims: int, eps: float) -> torch.Tensor:
+    """Rank of each stack ``A`` (C, m, n) given its Gram (C, n, n); zero padding rows allowed.
+
+    A Cholesky factorisation of ``A^T A - t I`` succeeds only when every eigenvalue exceeds ``t`` (up
+    to rounding far below ``t``); ``t`` is above both the Gram's rounding bound and the square of the
+    rank tolerance, so success proves full column rank at a sixth of an eigvalsh's cost. The others
+    get an SVD of ``A``, so ranks keep the documented tolerance.
+    """
+    c, n = gram.shape[0], gram.shape[-1]
+    rank = torch.full((c,), n, dtype=torch.int64, device=gram.device)
+    if n == 0:
+        return rank
+    trace = torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1)
+    shift = torch.maximum(
+        _GRAM_SAFETY * _gram_bound(trace, n_rows, torch.full_like(n_rows, n)), 4 * (dims * eps) ** 2 * trace
+    )
+    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
+    _, info = torch.linalg.cholesky_ex(gram - shift.reshape(-1, 1, 1) * eye)
+    redo = torch.nonzero((info != 0) | (n_rows < n) | (trace == 0)).squeeze(-1)
+    if redo.numel():
+        sv = torch.linalg.svdvals(stack(redo))
+        rank[redo] = (sv > sv.amax(-1, keepdim=True) * dims * eps).sum(-1) if sv.shape[-1] else 0
+    return rank
+
+
+def _singular_values(
+    gram: torch.Tensor, n_rows: torch.Tensor, n_cols: torch.Tensor, stack: Any, dims: int, eps: float
+) -> torch.Tensor:
+    """Singular values, descending, of gathered stacks whose padding rows and columns are zero.
+
+    ``gram`` (C, k, k) is ``A^T A`` of the stack; ``n_rows`` / ``n_cols`` (C,) count its real rows and
+    columns; ``stack(index)`` builds ``A`` or ``A^T`` for the signals the Gram cannot decide.
+    Returns (C, k) with zeros after the real singular values. Through an eigvalsh of the Gram (half an
+    SVD's work) where its smallest real eigenvalue is far above both its rounding bound and the rank
+    tolerance: there the matrix has full column rank and the values are accurate to ~1e-4 relative
+    or better. Elsewhere an SVD of the stack, so that ranks keep the documented tolerance.
+    """
+    c, k = gram.shape[0], gram.shape[-1]
+    if k == 0:
+        return gram.new_zeros(c, 0)
+    pad = torch.arange(k, device=gram.device) >= n_cols.unsqueeze(-1)
+    trace = torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1)
+    shifted = gram.clone()
+    diag = shifted.diagonal(dim1=-2, dim2=-1)
+    diag.copy_(torch.where(pad, (2 * trace + 1).unsqueeze(-1), diag))  # padding sits above every real eigenvalue
+    lam = torch.linalg.eigvalsh(shifted)  # ascending
+    # Reverse the real part: position j holds the (j+1)-th largest real eigenvalue.
+    idx = (n_cols.unsqueeze(-1) - 1 - torch.arange(k, device=gram.device)).clamp_min(0)
+    sv = lam.gather(-1, idx).masked_fill(pad, 0.0).clamp_min(0).sqrt()
+    tol = sv[:, 0] * dims * eps
+    smallest = lam[:, 0]
+    bound = _gram_bound(trace, n_rows, n_cols)
+    trusted = (n_cols == 0) | ((smallest > _GRAM_SAFETY * bound) & (smallest > 4 * tol**2) & (n_cols <= n_rows))
+    if not bool(trusted.all()):
+        redo = torch.nonzero(~trusted).squeeze(-1)
+        exact = torch.linalg.svdvals(stack(redo))
+        full = sv.new_zeros(redo.shape[0], k)
+        full[:, : exact.shape[-1]] = exact
+        sv[redo] = full
+    return sv
+
+
+def _kth(sv: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``sv[b, k_b - 1]``: the smallest of the first ``k_b`` singular values (0 when ``k_b`` is 0)."""
+    if sv.shape[-1] == 0:
+        return sv.new_zeros(k.shape)
+    return sv.gather(-1, (k - 1).clamp_min(0).unsqueeze(-1)).squeeze(-1) * (k > 0)
+
+
+def _step_chunk(
+    weight: torch.Tensor,
+    patterns: torch.Tensor,
+    pattern_of: torch.Tensor,
+    support: torch.Tensor,
+    scale: torch.Tensor | None,
+    eps: float,
+) -> dict[str, torch.Tensor]:
+    """One chunk of signals sharing the row sets ``patterns`` (signal i uses ``patterns[pattern_of[i]]``)."""
+    n_out, n_in = weight.shape
+    dims = max(n_out, n_in)
+    order, n_rows, valid = _gather_index(patterns)
+    a = weight[order] * valid.unsqueeze(-1)  # (P, m, n_in): each pattern's rows, zero padded
+    gram = a.mT @ a
+    rank = _full_rank(gram, n_rows, lambda i: a[i], dims, eps)
+    cols, n_cols, cvalid = _gather_index(support)
+    pair = cvalid.unsqueeze(-1) & cvalid.unsqueeze(-2)
+    sub_gram = gram[pattern_of.unsqueeze(-1), cols]  # (C, k, n_in): the support rows
+    sub_gram = sub_gram.gather(-1, cols.unsqueeze(-2).expand(-1, cols.shape[1], -1)) * pair
+    m_signal = n_rows[pattern_of]
+    a_t = a.mT.contiguous()  # (P, n_in, m): a support column is a contiguous row here
+
+    def sub_stack(i: torch.Tensor) -> torch.Tensor:  # transposed (k, m) stacks: same singular values
+        return a_t[pattern_of[i].unsqueeze(-1), cols[i]] * cvalid[i].unsqueeze(-1)
+
+    ssv = _singular_values(sub_gram, m_signal, n_cols, sub_stack, dims, eps)
+    srank = (ssv > _rank_tol(ssv, n_out, n_in, eps)).sum(-1) if ssv.shape[-1] else torch.zeros_like(n_cols)
+    smin = _kth(ssv, n_cols)
+    gain_smin = smin
+    if scale is not None:  # the noise sees the rows scaled by phi'(pre)
+        d = (scale.gather(-1, order[pattern_of]) * valid[pattern_of]).unsqueeze(-2)
+
+        def scaled_stack(i: torch.Tensor) -> torch.Tensor:
+            return sub_stack(i) * d[i]
+
+        scaled = scaled_stack(torch.arange(support.shape[0], device=support.device))
+        gain_smin = _kth(_singular_values(scaled @ scaled.mT, m_signal, n_cols, scaled_stack, dims, eps), n_cols)
+    return {
+        "coh": _coherence_from_gram(gram)[pattern_of],
+        "rank": rank[pattern_of],
+        "srank": srank,
+        "smin": smin,
+        "gain_smin": gain_smin,
+    }
+
+
+def _chunks(cost: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive ranges whose summed ``cost`` stays within ``budget`` (at least one item each)."""
+    bounds, lo, total = [], 0, 0
+    for i, c in enumerate(cost.tolist()):
+        if i > lo and total + c > budget:
+            bounds.append((lo, i))
+            lo, total = i, 0
+        total += c
+    bounds.append((lo, len(cost)))
+    return bounds
 
 
 def _certify_step(
-    weight: torch.Tensor, rows: torch.Tensor, support: torch.Tensor, layer: int, spark_budget: int
+    weight: torch.Tensor,
+    rows: torch.Tensor,
+    support: torch.Tensor,
+    *,
+    layer: int,
+    eps: float,
+    spark_budget: int,
+    budget: int,
+    scale: torch.Tensor | None = None,
 ) -> LayerCertificate:
     batch = rows.shape[0]
-    n_out, n_in = weight.shape
-    out: dict[str, list[Any]] = {k: [] for k in ("coh", "rank", "srank", "smin")}
-    for lo in range(0, batch, _CHUNK):
-        r = rows[lo : lo + _CHUNK].double().unsqueeze(-1)
-        s = support[lo : lo + _CHUNK].double().unsqueeze(-2)
-        masked = weight.unsqueeze(0) * r  # zeroed rows keep the rank of W[rows]
-        out["coh"].append(mutual_coherence(masked))
-        sv = torch.linalg.svdvals(masked)
-        out["rank"].append((sv > _rank_tol(sv, n_out, n_in)).sum(-1))
-        sv_s = torch.linalg.svdvals(masked * s)  # zeroed columns drop out of the rank
-        tol = _rank_tol(sv_s, n_out, n_in)
-        out["srank"].append((sv_s > tol).sum(-1))
-        k = support[lo : lo + _CHUNK].sum(-1)
-        kth = (k - 1).clamp(0, sv_s.shape[-1] - 1).unsqueeze(-1)
-        out["smin"].append(sv_s.gather(-1, kth).squeeze(-1) * ((k > 0) & (k <= sv_s.shape[-1])))
-    coh = torch.cat(out["coh"]).cpu().numpy()
-    rank = torch.cat(out["rank"]).cpu().numpy()
-    srank = torch.cat(out["srank"]).cpu().numpy()
-    smin = torch.cat(out["smin"]).cpu().numpy()
-    card = support.sum(-1).cpu().numpy()
+    n_in = weight.shape[1]
+    # Signals often share their rows (every output row when clean, a fixed mask): group them so that a
+    # row set's Gram and rank are computed once per chunk. A chunk holds what fits the memory budget.
+    patterns, pattern_of = torch.unique(rows, dim=0, return_inverse=True)
+    perm = torch.argsort(pattern_of, stable=True)
+    sorted_of = pattern_of[perm]
+    first = torch.ones(batch, dtype=torch.bool, device=rows.device)
+    first[1:] = sorted_of[1:] != sorted_of[:-1]
+    card_t = support.sum(-1)
+    k = card_t[perm].cpu().numpy().astype(np.int64)
+    m = rows.sum(-1)[perm].cpu().numpy().astype(np.int64)
+    per_signal = 8 * (6 * k * k + (2 * m * k if scale is not None else 0))
+    per_pattern = 8 * (2 * m * n_in + 3 * n_in * n_in)
+    cost = per_signal + per_pattern * first.cpu().numpy()
+    keys = ("coh", "rank", "srank", "smin", "gain_smin")
+    out: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
+    for lo, hi in _chunks(cost, budget):
+        idx = perm[lo:hi]
+        ids, local = torch.unique_consecutive(sorted_of[lo:hi], return_inverse=True)
+        part = _step_chunk(weight, patterns[ids], local, support[idx], None if scale is None else scale[idx], eps)
+        for key in keys:
+            out[key].append(part[key])
+    unsort = torch.argsort(perm)
+    coh, rank, srank, smin, gain_smin = (torch.cat(out[key])[unsort].cpu().numpy() for key in keys)
+    card = card_t.cpu().numpy()
     nrows = rows.sum(-1).cpu().numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         bound = np.where(np.isinf(coh), 1.0, 1.0 + 1.0 / coh)
         expansion = np.where(card > 0, nrows / np.maximum(card, 1), np.inf)
+    identifiable = (srank == card) & (card <= nrows)
+    with np.errstate(divide="ignore"):
+        gain = np.where(card == 0, 1.0, np.where(identifiable & (gain_smin > 0), 1.0 / gain_smin, np.inf))
     sparks = np.full(batch, np.nan)
-    small = n_in <= 64 and spark_budget > 0
     verdict = np.full(batch, UNKNOWN, dtype=object)
-    for b in range(batch):
-        if layer == 0:
-            verdict[b] = HOLDS if rank[b] == n_in else FAILS
-            continue
-        need = 2 * card[b]
-        if bound[b] > need or rank[b] == n_in:  # independent columns: spark is infinite
-            verdict[b] = HOLDS
-        elif rank[b] + 1 <= need:  # rank + 1 columns are always dependent
-            verdict[b] = FAILS
-        if small:
-            value = spark(weight[rows[b]], max_subsets=spark_budget) if bool(rows[b].any()) else 1
-            sparks[b] = np.nan if value is None else float(value)
-            if value is not None:
-                verdict[b] = HOLDS if value > need else FAILS
     if layer == 0:
-        lbp = np.zeros(batch, dtype=bool)
-        lbp[:] = rank == n_in
+        verdict[:] = np.where(rank == n_in, HOLDS, FAILS)
+        lbp = rank == n_in
     else:
+        need = 2 * card
+        holds = (bound > need) | (rank == n_in)  # independent columns: spark is infinite
+        verdict[holds] = HOLDS
+        verdict[~holds & (rank + 1 <= need)] = FAILS  # rank + 1 columns are always dependent
+        if n_in <= 64:
+            sparks = _sparks(weight, patterns, pattern_of.cpu().numpy(), rank, spark_budget, eps)
+            computed = ~np.isnan(sparks)
+            verdict[computed] = np.where(sparks > need, HOLDS, FAILS)[computed]
         lbp = card < bound / 2
     return LayerCertificate(
         layer=layer,
@@ -413,6 +842,80 @@ def _certify_step(
         support_rank=srank.astype(np.int64),
         support_sigma_min=smin.astype(np.float64),
         paper_unique=verdict.astype(str),
-        lbp_guaranteed=lbp,
-        identifiable=(srank == card) & (card <= nrows),
+        lbp_guaranteed=np.asarray(lbp, dtype=bool),
+        identifiable=identifiable,
+        noise_gain=gain.astype(np.float64),
+    )
+
+
+def _sparks(
+    weight: torch.Tensor, patterns: torch.Tensor, pattern_of: np.ndarray, rank: np.ndarray, budget: int, eps: float
+) -> np.ndarray:
+    """Exact spark of ``weight[rows]`` per signal (nan when over budget), once per distinct row set."""
+    n_in = weight.shape[1]
+    cache: dict[int, float] = {}
+    out = np.full(pattern_of.shape[0], math.inf)
+    for b in np.flatnonzero(rank < n_in):
+        p = int(pattern_of[b])
+        if p not in cache:
+            rows = patterns[p]
+            value = _spark(weight[rows], budget, eps) if bool(rows.any()) else 1
+            cache[p] = np.nan if value is None else float(value)
+        out[b] = cache[p]
+    return out
+
+
+def _jacobian(generator: Generator, pattern: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``J`` (B, n_L, n_0) of ``pre_L`` in z on the hidden ``pattern``: :func:`oracle.affine_map`'s ``J``.
+
+    One matrix product per layer over the whole batch, instead of a broadcast product per signal.
+    """
+    n0 = generator.latent_dim
+    batch = pattern[0].shape[0] if pattern else 1
+    jac = generator.weight(0).expand(batch, -1, -1)
+    for i in range(1, generator.n_layers):
+        act = generator.activation(i - 1)
+        slope = pattern[i - 1].to(generator.dtype)
+        if act.name == "leaky_relu":
+            slope = slope + (1 - slope) * act.negative_slope
+        stacked = (jac * slope.unsqueeze(-1)).transpose(0, 1).reshape(jac.shape[1], batch * n0)
+        jac = (generator.weight(i) @ stacked).reshape(-1, batch, n0).transpose(0, 1)
+    return jac
+
+
+def _certify_network(
+    generator: Generator, trace: Any, observed: torch.Tensor, saturation_tol: float, eps: float, budget: int
+) -> NetworkCertificate:
+    """Rank and singular values of ``J_S``, the Jacobian of the observed output on the sample's pattern."""
+    gen64 = _float64(generator)
+    n0, n_out = generator.latent_dim, generator.output_dim
+    out_act = generator.output_activation
+    rows = equation_rows(generator, trace, generator.n_layers - 1, observed, saturation_tol=saturation_tol)
+    pre = trace.pre_activations[-1].double()
+    pattern = tuple(trace.supports[:-1])
+    batch = rows.shape[0]
+    chunk = max(1, min(batch, budget // (8 * 4 * n0 * max(generator.widths[1:]))))
+    svals = []
+    for lo in range(0, batch, chunk):
+        sl = slice(lo, lo + chunk)
+        jac = _jacobian(gen64, tuple(p[sl] for p in pattern))
+        weight = rows[sl].double()
+        if out_act.name in ("sigmoid", "tanh"):
+            weight = weight * out_act.derivative(pre[sl])
+        svals.append(torch.linalg.svdvals(jac * weight.unsqueeze(-1)))  # zero rows do not change them
+    sv = torch.cat(svals).cpu().numpy()
+    if sv.shape[1] < n0:  # fewer output rows than latents
+        sv = np.concatenate([sv, np.zeros((batch, n0 - sv.shape[1]))], axis=1)
+    rank = (sv > sv[:, :1] * max(n_out, n0) * eps).sum(-1)
+    identifiable = rank == n0
+    with np.errstate(divide="ignore"):
+        pinv = np.where(identifiable, np.sqrt((1.0 / np.where(sv > 0, sv, np.inf) ** 2).sum(-1)), np.inf)
+    return NetworkCertificate(
+        rows=rows.sum(-1).cpu().numpy().astype(np.int64),
+        rank=rank.astype(np.int64),
+        identifiable=identifiable,
+        sigma_min=sv[:, -1].copy(),
+        sigma_max=sv[:, 0].copy(),
+        pinv_norm=pinv,
+        latent_norm=torch.linalg.vector_norm(trace.latent.double(), dim=-1).cpu().numpy(),
     )
