@@ -23,6 +23,7 @@ PURPOSES = {
     "init": 5,
     "measurement": 6,
     "sweep": 7,
+    "phase": 8,
 }
 """Stream identifiers; a new purpose gets a new number (never reuse one)."""
 

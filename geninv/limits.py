@@ -181,8 +181,9 @@ class Budget:
         return cost
 
     # ------------------------------------------------------------------ whole requests
-    def check_experiment(self, experiment: Any, widths: Sequence[int] | None = None) -> Cost:
-        """Check a :class:`geninv.demo.Experiment` (one signal, its methods and certificate); returns its cost.
+    def check_experiment(self, experiment: Any, widths: Sequence[int] | None = None, *, batch: int = 1) -> Cost:
+        """Check a :class:`geninv.demo.Experiment` (its methods, the oracle when noisy, the certificate and,
+        for a real digit without a stored projection, the projection) on ``batch`` samples; returns its cost.
 
         ``widths`` is needed for an uploaded generator (its spec does not say); otherwise it is read from
         the spec, so that nothing is built before the check.
@@ -190,6 +191,9 @@ class Budget:
         from geninv.demo import SPARK_BUDGET, UPLOAD
         from geninv.inversion.registry import make_config
 
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise InvalidValueError(f"The 'batch' parameter must be a positive integer. Got {batch!r}.")
+        self.check_batch(batch, what="The batch of samples")
         if widths is None:
             if experiment.generator == UPLOAD:
                 raise InvalidValueError("The widths of an uploaded generator are needed to check its budget.")
@@ -199,10 +203,16 @@ class Budget:
         parts: dict[str, float] = {}
         for method in experiment.methods:
             config = make_config(method, **experiment.options.get(method, {}))
-            self.check_method(method, config, batch=1, latent_dim=widths[0])
-            parts[method] = method_cost(method, config, widths, batch=1)
-        parts["certificate"] = certificate_cost(widths, batch=1, spark_budget=SPARK_BUDGET)
-        return self.check_cost(Cost(parts))
+            self.check_method(method, config, batch=batch, latent_dim=widths[0])
+            parts[method] = method_cost(method, config, widths, batch=batch)
+        if experiment.corruption.noise != "none":
+            parts["oracle"] = LAYERWISE_FACTOR["oracle"] * layerwise_macs(widths) * batch
+        if getattr(experiment, "digit", None) is not None and experiment.generator != "mnist":
+            from geninv.digits import PROJECTION_METHODS
+
+            parts["projection"] = sum(method_cost(m, make_config(m), widths, batch=1) for m in PROJECTION_METHODS)
+        parts["certificate"] = certificate_cost(widths, batch=batch, spark_budget=SPARK_BUDGET)
+        return self.check_cost(Cost(parts), what="This run" if batch == 1 else f"This batch of {batch} samples")
 
     def check_sweep(self, config: Any) -> Cost:
         """Check a :class:`geninv.experiments.SweepConfig` (every value, method and trial); returns its cost."""
@@ -232,6 +242,36 @@ class Budget:
                 cert = certificate_cost(widths, batch=config.trials, spark_budget=20000)
                 parts["certificate"] = parts.get("certificate", 0.0) + cert
         return self.check_cost(Cost(parts), what="This sweep")
+
+    def check_phase(self, config: Any) -> Cost:
+        """Check a :class:`geninv.experiments.PhaseConfig` (every cell, method, trial and certificate)."""
+        from geninv.experiments import ORACLE, PHASE_SPARK_BUDGET
+        from geninv.inversion.registry import make_config
+
+        for axis, values in (("x", config.x_values), ("y", config.y_values)):
+            if len(values) > self.max_sweep_values:
+                _refuse(f"The phase map has {len(values)} {axis} values", "max_sweep_values", self.max_sweep_values)
+        runs = config.cells * len(config.methods) * config.trials
+        if runs > self.max_sweep_runs:
+            what = f"The phase map has {_num(runs)} runs (cells x methods x trials)"
+            _refuse(what, "max_sweep_runs", self.max_sweep_runs)
+        self.check_batch(config.trials, what="Each cell of the phase map")
+        parts: dict[str, float] = {}
+        for x in config.x_values:
+            for y in config.y_values:
+                widths = config.widths(x, y)
+                self.check_widths(widths, what=f"The generator at {config.x_variable}={x:g}")
+                for method in config.methods:
+                    if method == ORACLE:
+                        cost = LAYERWISE_FACTOR[ORACLE] * layerwise_macs(widths) * config.trials
+                    else:
+                        cfg = make_config(method, **config.method_options.get(method, {}))
+                        self.check_method(method, cfg, batch=config.trials, latent_dim=widths[0])
+                        cost = method_cost(method, cfg, widths, batch=config.trials)
+                    parts[method] = parts.get(method, 0.0) + cost
+                cert = certificate_cost(widths, batch=config.trials, spark_budget=PHASE_SPARK_BUDGET)
+                parts["certificate"] = parts.get("certificate", 0.0) + cert
+        return self.check_cost(Cost(parts), what="This phase map")
 
 
 HARD_LIMITS = Budget(max_width=10**6, max_layers=1000, max_parameters=10**10)

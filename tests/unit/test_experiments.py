@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import geninv
+from geninv.errors import GeninvError
 from geninv.experiments import PRESETS, SweepConfig, figure, run_methods, run_sweep, summarize, write_results
 
 TINY = SweepConfig(
@@ -141,3 +142,93 @@ def test_noise_figure_puts_clean_first_as_a_category():
     assert fig.data[1].line.dash == "dash"  # the oracle
     exact = [dict(r, latent_error=0.0) if r["value"] == CLEAN_DB else r for r in records]
     assert figure(exact, "median_error").data[0].y[0] is None  # no 0 on a log axis
+
+
+def test_every_method_has_its_palette_colour_dash_and_marker_in_sweep_figures():
+    from geninv.viz import METHOD_COLORS, METHOD_DASHES, METHOD_SYMBOLS
+
+    methods = ("gd", "latent-pursuit", "hybrid", "oracle")
+    fig = figure(_fake_records("missing", (0.0, 0.5), methods), "median_error", threshold=1e-3)
+    assert sorted(t.name for t in fig.data) == sorted(methods)
+    for trace in fig.data:
+        method = trace.name
+        assert trace.line.color == METHOD_COLORS[method] and trace.marker.color == METHOD_COLORS[method]
+        assert trace.line.dash == METHOD_DASHES[method] and trace.marker.symbol == METHOD_SYMBOLS[method]
+    # Lines that coincide stay visible: earlier ones wider, and no two methods share colour and marker.
+    widths = [t.line.width for t in fig.data]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == len(widths)
+    assert len({(t.line.color, t.marker.symbol) for t in fig.data}) == len(methods)
+    assert any(s.y0 == 1e-3 and s.y1 == 1e-3 for s in fig.layout.shapes)  # the success threshold
+    assert not figure(_fake_records("missing", (0.0, 0.5), methods), "median_error").layout.shapes
+
+
+def test_palette_is_okabe_ito_and_distinct():
+    from geninv.viz import METHOD_COLORS, OKABE_ITO, method_color
+
+    assert set(METHOD_COLORS.values()) <= set(OKABE_ITO.values())
+    assert len(set(METHOD_COLORS.values())) == len(METHOD_COLORS)
+    assert set(geninv.methods()) <= set(METHOD_COLORS)  # every registered method has a colour
+    assert method_color("unknown") == "#777777"
+
+
+def test_certificate_records_carry_the_whole_network_verdict():
+    config = dataclasses.replace(TINY, certificate=True, methods=("latent-pursuit",), method_options={})
+    records = run_sweep(config)
+    assert all(isinstance(r["identifiable_network"], bool) for r in records)
+    # The layer-by-layer test is sufficient: where it holds, the whole network is identifiable too.
+    assert all(r["identifiable_network"] for r in records if r["identifiable"])
+    rates = summarize(records)[0]
+    assert 0 <= rates["identifiable_network_rate"] <= 1
+    names = {t.name for t in figure(records, "identifiable_rate").data}
+    assert "identifiable (whole network)" in names and "layer-by-layer rank test" in names
+
+
+# --------------------------------------------------------------------------- phase maps
+def test_phase_map_cells_records_and_certificate_boundary():
+    from geninv.experiments import PhaseConfig, phase_grid, run_phase
+
+    config = PhaseConfig(
+        generator="random:4-16-48:seed=0",
+        x_variable="expansion",
+        x_values=(1.0, 3.0),
+        y_variable="missing",
+        y_values=(0.0, 0.5),
+        methods=("latent-pursuit",),
+        trials=3,
+    )
+    records = run_phase(config)
+    assert len(records) == 2 * 2 * 3
+    assert {(r["x"], r["y"]) for r in records} == {(x, y) for x in (1.0, 3.0) for y in (0.0, 0.5)}
+    assert {r["widths"] for r in records if r["x"] == 3.0} == {"20-60-180-540"}
+    # Exact wherever the layer-by-layer certificate holds, and never where the network is not identifiable.
+    assert all(r["success"] for r in records if r["identifiable"])
+    assert not any(r["success"] for r in records if not r["identifiable_network"])
+    grid = phase_grid(records, "latent-pursuit")
+    assert grid["x"] == [1.0, 3.0] and grid["y"] == [0.0, 0.5]
+    assert grid["success"].shape == (2, 2) and grid["success"][0, 1] == 1.0  # r = 3, nothing missing
+    assert grid["network"][0, 0] == 0.0  # r = 1: 20 -> 20 -> 20 -> 20 with half the units off
+    assert grid["boundary_network"][0] == 0.0 and grid["boundary_network"][1] == 0.5
+
+
+def test_phase_boundary_is_the_first_drop_below_the_level():
+    from geninv.experiments import phase_boundary
+
+    fractions = np.array([[1.0, 1.0, 0.0, np.nan], [1.0, 0.2, 0.0, np.nan], [0.9, 0.9, 0.0, np.nan]])
+    assert phase_boundary(fractions, [0.0, 0.4, 0.8]) == [0.8, 0.2, 0.0, None]
+
+
+def test_phase_config_checks_its_axes_and_budget():
+    from geninv.experiments import PhaseConfig
+    from geninv.limits import Budget
+
+    with pytest.raises(GeninvError, match="y_variable"):
+        PhaseConfig(x_variable="missing", y_variable="missing")
+    with pytest.raises(GeninvError, match="y_variable"):
+        PhaseConfig(x_variable="missing", y_variable="box", x_values=(0.1,), y_values=(2.0,))
+    with pytest.raises(GeninvError, match="values"):
+        PhaseConfig(y_values=(0.0, 1.5))
+    with pytest.raises(geninv.BudgetError, match="max_sweep_runs"):
+        Budget(max_sweep_runs=100).check_phase(PhaseConfig())
+    with pytest.raises(geninv.BudgetError, match="max_cost"):
+        Budget(max_cost=1e9).check_phase(PhaseConfig(methods=("gd",)))
+    assert Budget().check_phase(PhaseConfig()).total > 0
