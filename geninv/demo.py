@@ -56,9 +56,11 @@ LINK_RANGES: dict[str, tuple[float, float]] = {
 LINK_HIDDEN = ("relu", "leaky_relu")
 LINK_OUTPUT = ("identity", "sigmoid", "tanh", "relu")
 QUERY_KEYS = (
-    "gen", "z", "methods", "seed", "mask", "mask_seed", "missing", "box", "half", "custom",
+    "gen", "z", "digit", "methods", "seed", "mask", "mask_seed", "missing", "box", "half", "custom",
     "noise", "noise_seed", "level", "options",
 )  # fmt: skip
+DIGIT_PIXELS = 784
+"""Output size a generator needs to take a real MNIST digit as its signal."""
 MAX_QUERY_VALUE = 20_000
 """Characters of one query value (a packed mask of 8192 pixels takes about 1,400)."""
 MAX_OPTION_TEXT = 100
@@ -163,7 +165,12 @@ class Corruption:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A reproducible run: generator, sample, corruption, methods and options, seed."""
+    """A reproducible run: generator, signal, corruption, methods and options, seed.
+
+    The signal is the generator's sample ``G(z)`` with ``z`` drawn from ``latent_seed``, or, with
+    ``digit`` set, a real MNIST test digit (:mod:`geninv.digits`; generators of 784 outputs), which
+    is not in the generator's range: its reference latent is its projection onto the range.
+    """
 
     generator: str = "mnist"
     latent_seed: int = 0
@@ -171,6 +178,7 @@ class Experiment:
     methods: tuple[str, ...] = ("gd", "latent-pursuit")
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: int = 0
+    digit: int | None = None
 
     def __post_init__(self) -> None:
         from geninv.inversion import methods as registered
@@ -182,6 +190,11 @@ class Experiment:
             parse_spec(self.generator)
         check_int("latent_seed", self.latent_seed, low=0, high=SEED_MAX)
         check_int("seed", self.seed, low=0, high=SEED_MAX)
+        if self.digit is not None:
+            from geninv.digits import count
+
+            check_int("digit", self.digit, low=0, high=count() - 1)
+            object.__setattr__(self, "latent_seed", 0)  # unused with a real digit: equal experiments compare equal
         if not isinstance(self.corruption, Corruption):
             fail("corruption", "a geninv.demo.Corruption", self.corruption)
         if isinstance(self.methods, str) or not isinstance(self.methods, tuple | list):
@@ -215,6 +228,8 @@ class Experiment:
         """URL query parameters (strings) that :meth:`from_query` turns back into this experiment."""
         c = self.corruption
         query = {"gen": self.generator, "z": str(self.latent_seed), "methods": ",".join(self.methods)}
+        if self.digit is not None:
+            query = {"gen": self.generator, "digit": str(self.digit), "methods": query["methods"]}
         query["seed"] = str(self.seed)
         if c.mask != "none":
             query["mask"] = c.mask
@@ -282,6 +297,13 @@ class Experiment:
                 continue
             fields[{"level": "sigma" if noise == "sigma" else "snr_db"}.get(key, key)] = value
         options = _link_options(q.get("options"))
+        digit = None
+        if "digit" in q:
+            from geninv.digits import count
+
+            digit = _link_int("digit", q["digit"], high=count() - 1)
+            if "z" in q:
+                fail("z", "absent with a real digit (the signal is the digit, not a sample)", q["z"])
         methods = q.get("methods", "gd,latent-pursuit").split(",")
         if any(not m for m in methods):
             fail("methods", "method names separated by single commas", q["methods"])
@@ -292,6 +314,7 @@ class Experiment:
             methods=tuple(methods),
             options=options,
             seed=_link_int("seed", q.get("seed", "0")),
+            digit=digit,
         )
         for method, opts in options.items():
             _check_link_options(method, opts)
@@ -304,22 +327,61 @@ class Experiment:
         else:
             widths = limits.check_spec(generator)
             exp.corruption.mask_array(widths[-1])  # a box inside the image, a custom mask of the right size...
+            exp.check_signal(widths[-1])
             limits.check_experiment(exp, widths)
         return exp
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def check_signal(self, output_dim: int) -> None:
+        """A real digit needs a generator of :data:`DIGIT_PIXELS` outputs."""
+        if self.digit is not None and output_dim != DIGIT_PIXELS:
+            fail("digit", f"a generator of {DIGIT_PIXELS} outputs (28 x 28 images)", f"one of {output_dim}")
+
     def observation(self, generator: Generator) -> Observation:
-        """The corrupted measurement of this experiment's sample (ground truth kept)."""
-        z = generator.sample_latent(1, seed=self.latent_seed)
+        """The corrupted measurement of this experiment's signal (ground truth kept).
+
+        For a real digit the "truth" is its projection onto the generator's range: ``z_true`` is the
+        projection's latent and ``trace_true`` its forward pass, while ``y`` measures the digit itself.
+        """
         c = self.corruption
+        self.check_signal(generator.output_dim)
         mask = c.mask_array(generator.output_dim)
         if mask is not None and not mask.any():
             fail("mask", "at least one observed pixel", "a mask that hides everything")
         sigma = c.sigma if c.noise == "sigma" else None
         snr = c.snr_db if c.noise == "snr" else None
-        return observe(generator, z, mask=mask, noise_sigma=sigma, snr_db=snr, seed=c.noise_seed)
+        if self.digit is None:
+            z = generator.sample_latent(1, seed=self.latent_seed)
+            return observe(generator, z, mask=mask, noise_sigma=sigma, snr_db=snr, seed=c.noise_seed)
+        return self._digit_observation(generator, mask, sigma, snr)
+
+    def _digit_observation(
+        self, generator: Generator, mask: Any, sigma: float | None, snr: float | None
+    ) -> Observation:
+        from geninv.digits import digit, project, stored_projection
+        from geninv.observation import GaussianNoise, _make_operator, snr_to_sigma
+
+        x = torch.as_tensor(np.array(digit(self.digit)), dtype=generator.dtype, device=generator.device).unsqueeze(0)
+        stored = stored_projection(self.digit, self.generator)
+        if stored is None:
+            z_ref = project(generator, x, seed=self.seed)
+        else:
+            z_ref = torch.as_tensor(np.array(stored), dtype=generator.dtype, device=generator.device).unsqueeze(0)
+        op = _make_operator(generator, mask, None)
+        clean = op.forward(x)
+        if snr is not None:
+            noise_sigma = snr_to_sigma(clean, snr)
+        else:
+            noise_sigma = torch.full((1,), float(sigma or 0.0), dtype=clean.dtype, device=clean.device)
+        y = clean
+        if bool((noise_sigma > 0).any()):
+            e = GaussianNoise(noise_sigma).sample(
+                clean.shape, seed=self.corruption.noise_seed, dtype=clean.dtype, device=clean.device
+            )
+            y = clean + e
+        return Observation(y=y, operator=op, noise_sigma=noise_sigma, z_true=z_ref, trace_true=generator.trace(z_ref))
 
 
 _CORRUPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Corruption)}
@@ -500,9 +562,86 @@ class MethodOutcome:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+ORACLE = "oracle"
+"""Name of the extra row of a noisy run: least squares on the true activation pattern."""
+THRESHOLD = 1e-3
+"""Success: relative latent error at or below this (the dashboard draws it on every error curve)."""
+DEFINITIONS: dict[str, str] = {
+    "latent_error": "‖ẑ − z‖ / ‖z‖: how far the recovered latent is from the true one (relative).",
+    "psnr_db": "Peak signal-to-noise ratio of G(ẑ) against the clean signal, in dB (higher is better; "
+    "above ~40 dB the images look identical).",
+    "signal_error": "‖G(ẑ) − G(z)‖ / ‖G(z)‖ on every pixel, hidden ones included.",
+    "observed_residual": "‖A G(ẑ) − y‖ / ‖y‖: how well the estimate explains the measurements.",
+    "digit_error": "‖G(ẑ) − x‖ / ‖x‖ against the real digit x (never 0: the digit is not in the range).",
+    "recovered": f"Latent error ≤ {THRESHOLD:g}: the method found z.",
+    "status": "converged = the estimate fits the data (to working precision, or to the noise level).",
+    "seconds": "Wall time of the method on this machine.",
+    "forward_passes": "Cost in forward passes of the generator (a backward pass counts as two).",
+    "identifiable_network": "Only one latent near z gives these measurements (the Jacobian J_S of the "
+    "observed pixels has full rank).",
+    "identifiable_layerwise": "Each layer, on its own, is pinned down by the layer above (sufficient, not necessary).",
+    "noise_gain": "1 / σ_min(J_S): how far one unit of pixel noise can move z, at worst.",
+    "condition": "σ_max / σ_min of J_S: how much a relative pixel error can be amplified in z.",
+    "predicted_error": "σ ‖J_S⁺‖_F / ‖z‖: the relative latent error the best possible method (least squares "
+    "on the true pattern) is expected to reach at this noise level.",
+    "step_gain_product": "Product of the per-layer gains: what a purely layer-by-layer pass can pay.",
+    "oracle": "Least squares on the true activation pattern: it knows the true supports (no method does); "
+    "the best error reachable at this noise level.",
+    "equations": "Usable output rows: observed pixels, minus sigmoid / tanh pixels within 3σ of saturation "
+    "(their value says only 'near 0 or 1', not an equation).",
+}
+"""One-line definition of every metric and verdict the dashboard shows."""
+
+
+def verdict_words(network: Mapping[str, Any]) -> tuple[str, str]:
+    """A network certificate record in words a student understands: (headline, one-line explanation).
+
+    ``network`` is one of :meth:`geninv.Certificate.network_records`. The headline never says "not
+    identifiable" from the layer-by-layer test alone.
+    """
+    cond = float(network.get("condition", math.inf))
+    times = _times(cond)
+    if not network.get("identifiable_network"):
+        return (
+            "not identifiable: other latents give the same measurements",
+            "The Jacobian of the observed pixels is rank deficient on this activation pattern: no method can "
+            "tell z apart from its neighbours along a flat direction.",
+        )
+    layerwise = bool(network.get("identifiable_layerwise"))
+    stable = bool(network.get("stable"))
+    head = "identifiable and stable" if stable else f"identifiable but unstable: noise ×{times}"
+    why = (
+        "Only one latent near z explains the observed pixels"
+        + ("" if stable else f", but a relative error in the pixels can be amplified up to {times} times in z")
+        + "."
+    )
+    if layerwise:
+        why += " Each layer is also determined on its own, so a layer-by-layer method can work."
+    else:
+        why += (
+            " The layer-by-layer test fails at some step (it is sufficient, not necessary): a joint method "
+            "(gd, the hybrid's refit) can recover z where a purely layer-wise sweep may not."
+        )
+    return head, why
+
+
+def _times(x: float) -> str:
+    if not math.isfinite(x):
+        return "∞"
+    return f"{x:,.0f}" if x < 1e6 else f"{x:.1e}"
+
+
 @dataclass
 class Outcome:
-    """Everything the dashboard shows about one experiment."""
+    """Everything the dashboard shows about one experiment.
+
+    ``network`` is the whole-network certificate of the sample (verdict, identifiability, gains,
+    the oracle's predicted error at the run's noise level; see :meth:`geninv.Certificate.network_records`)
+    plus ``observed`` and ``saturated`` (observed pixels that give no equation). A noisy run also has
+    an ``"oracle"`` entry in ``methods`` (least squares on the true activation pattern). With a real
+    digit, ``digit`` holds the digit, its projection onto the range and the projection's error, and
+    ``z`` / ``true_layers`` are the projection's.
+    """
 
     experiment: Experiment
     widths: tuple[int, ...]
@@ -516,24 +655,36 @@ class Outcome:
     true_supports: list[np.ndarray]
     certificate: list[dict[str, Any]]
     methods: dict[str, MethodOutcome]
+    network: dict[str, Any] = field(default_factory=dict)
+    digit: dict[str, Any] | None = None
+    threshold: float = THRESHOLD
+
+    @property
+    def verdict(self) -> tuple[str, str]:
+        """The whole-network verdict in words: (headline, explanation)."""
+        return verdict_words(self.network)
 
     def table(self) -> list[dict[str, Any]]:
-        """One row per method: status, latent error, PSNR, signal errors, seconds, cost."""
+        """One row per method (the oracle last): status, recovered?, latent error, PSNR, errors, time, cost."""
         rows = []
         for name, m in self.methods.items():
             row: dict[str, Any] = {"method": name}
             if m.error:
                 row["error"] = m.error
             else:
+                latent = m.metrics.get("latent_error")
                 row |= {
                     "status": m.status,
-                    "latent_error": m.metrics.get("latent_error"),
+                    "recovered": bool(latent is not None and latent <= self.threshold),
+                    "latent_error": latent,
                     "psnr_db": m.metrics.get("psnr"),
                     "signal_error": m.metrics.get("signal_error"),
                     "observed_residual": m.metrics.get("observed_residual"),
                     "seconds": m.seconds,
                     "forward_passes": m.forward_passes,
                 }
+                if self.digit is not None:
+                    row["digit_error"] = m.metrics.get("digit_error")
             rows.append(row)
         return rows
 
@@ -565,6 +716,9 @@ class Outcome:
                 "widths": list(self.widths),
                 "z_true": self.z,
                 "sigma": self.sigma,
+                "network": self.network,
+                "verdict": list(self.verdict),
+                "digit": None if self.digit is None else {k: v for k, v in self.digit.items() if k != "image"},
                 "certificate": self.certificate,
                 "methods": {
                     name: {
@@ -576,12 +730,68 @@ class Outcome:
                         "options": m.options,
                         "z_hat": m.z_hat,
                         "layers": [{k: v for k, v in info.items() if k != "map"} for info in m.layers],
-                        "steps": [{k: v for k, v in s.items() if k not in ("estimate", "image")} for s in m.steps],
+                        "steps": [
+                            {k: v for k, v in s.items() if k not in ("estimate", "image", "truth", "map")}
+                            for s in m.steps
+                        ],
                     }
                     for name, m in self.methods.items()
                 },
             }
         )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the run, flat-keyed (``"gd/history/loss"``, ``"truth/x1"``...), for :meth:`to_npz`."""
+        out: dict[str, np.ndarray] = {
+            "truth/z": self.z,
+            "truth/x": self.x_true,
+            "observed": self.observed,
+            "sigma": np.array(self.sigma),
+            "widths": np.array(self.widths),
+        }
+        if self.mask is not None:
+            out["mask"] = self.mask
+        for i, (layer, support) in enumerate(zip(self.true_layers, self.true_supports, strict=True)):
+            out[f"truth/x{i + 1}"] = layer
+            out[f"truth/support{i + 1}"] = support
+        if self.digit is not None:
+            out["digit/image"] = self.digit["image"]
+            out["digit/projection"] = self.digit["projection"]
+        for key in ("noise_gain", "condition", "predicted_error", "step_gain_product", "sigma_min", "sigma_max"):
+            if key in self.network:
+                out[f"certificate/{key}"] = np.array(self.network[key], dtype=np.float64)
+        for rec in self.certificate:
+            for key in ("rows", "cardinality", "support_rank", "support_sigma_min", "noise_gain"):
+                out[f"certificate/step_x{rec['layer']}/{key}"] = np.array(rec[key], dtype=np.float64)
+        for name, m in self.methods.items():
+            if m.error:
+                continue
+            out[f"{name}/z_hat"] = m.z_hat
+            out[f"{name}/x_hat"] = m.x_hat
+            for key, value in m.metrics.items():
+                out[f"{name}/metrics/{key}"] = np.array(value, dtype=np.float64)
+            for info in m.layers:
+                out[f"{name}/support_map{info['layer']}"] = info["map"]
+            for key, value in m.history.items():
+                if isinstance(value, np.ndarray):
+                    out[f"{name}/history/{key}"] = value
+                elif isinstance(value, list):  # per hidden layer
+                    for i, arr in enumerate(value):
+                        out[f"{name}/history/{key}{i + 1}"] = arr
+            for k, step in enumerate(m.steps):
+                for key in ("estimate", "truth", "image", "map"):
+                    if step.get(key) is not None:
+                        out[f"{name}/step{k + 1}_x{step['layer']}/{key}"] = step[key]
+        return {k: np.asarray(v) for k, v in out.items() if v is not None}
+
+    def to_npz(self) -> bytes:
+        """Every array of the run (:meth:`arrays`: truth, estimates, full histories, per-step states, support
+        maps, certificate numbers) as a compressed NPZ file; ``np.load(..., allow_pickle=False)`` reads it."""
+        import io
+
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **self.arrays())
+        return buffer.getvalue()
 
 
 def _jsonable(x: Any) -> Any:
@@ -640,13 +850,39 @@ def run(
     results = run_methods(
         generator, obs, experiment.methods, options=experiment.options, seed=experiment.seed, progress=progress
     )
+    if sigma > 0 and experiment.digit is None:  # a real digit has no true supports to give an oracle
+        results[ORACLE] = oracle_result(generator, obs)
     outcomes = {name: _method_outcome(generator, obs, name, res) for name, res in results.items()}
+    network = cert.network_records()[0]
+    n_observed = int(generator.output_dim if mask is None else np.asarray(mask).sum())
+    network |= {"observed": n_observed, "equations_output": int(cert.layers[0].rows[0])}
+    digit_info = None
+    if experiment.digit is not None:
+        from geninv.digits import CREDIT, load_digits
+        from geninv.metrics import relative_error
+
+        digits = load_digits()
+        x_digit = torch.as_tensor(np.array(digits.images[experiment.digit]), dtype=generator.dtype)
+        digit_info = {
+            "index": int(digits.indices[experiment.digit]),
+            "label": int(digits.labels[experiment.digit]),
+            "description": digits.describe(experiment.digit),
+            "credit": CREDIT,
+            "image": _np(x_digit),
+            "projection": _np(obs.x_true[0]),
+            "projection_error": float(relative_error(obs.x_true[:1], x_digit.unsqueeze(0))[0]),
+            "projection_latent_norm": float(obs.z_true[0].norm()),
+        }
+        for m in outcomes.values():
+            if not m.error and m.x_hat is not None:
+                x_hat = torch.as_tensor(m.x_hat).unsqueeze(0)
+                m.metrics["digit_error"] = float(relative_error(x_hat, x_digit.unsqueeze(0).to(x_hat))[0])
     return Outcome(
         experiment=experiment,
         widths=generator.widths,
         image_shape=image_shape(generator.output_dim),
         z=_np(obs.z_true[0]),
-        x_true=_np(obs.x_true[0]),
+        x_true=_np(obs.x_true[0]) if digit_info is None else digit_info["image"],
         observed=_np(obs.operator.adjoint(obs.y)[0]),
         mask=None if mask is None else np.asarray(mask, dtype=bool),
         sigma=float(obs.noise_sigma[0]),
@@ -654,7 +890,198 @@ def run(
         true_supports=[s[0].cpu().numpy() for s in trace.supports[:-1]],
         certificate=[{k: v for k, v in r.items() if k != "sample"} for r in cert.to_records()],
         methods=outcomes,
+        network=network,
+        digit=digit_info,
     )
+
+
+@dataclass
+class BatchOutcome:
+    """One experiment on ``n`` samples at once: per method the error of every sample, and the certificate.
+
+    ``errors[method]`` holds arrays of shape (n,): ``latent_error``, ``signal_error``, ``psnr`` and
+    ``status``; ``network`` holds per-sample arrays of the whole-network certificate
+    (``identifiable_network``, ``identifiable_layerwise``, ``noise_gain``, ``condition``,
+    ``predicted_error``, ``verdict``). A noisy batch has an ``"oracle"`` entry.
+    """
+
+    experiment: Experiment
+    n: int
+    threshold: float
+    sigma: np.ndarray
+    errors: dict[str, dict[str, np.ndarray]]
+    seconds: dict[str, float]
+    failed: dict[str, str]
+    network: dict[str, np.ndarray]
+
+    def summary(self, *, confidence: float = 0.95) -> list[dict[str, Any]]:
+        """Per method: success rate with its Wilson interval, median latent error with a bootstrap
+        interval, quartiles, median PSNR and time per signal."""
+        from geninv.metrics import bootstrap_interval, wilson_interval
+
+        rows = []
+        for name, e in self.errors.items():
+            err = e["latent_error"]
+            wins = int(np.sum(err <= self.threshold))
+            low, high = wilson_interval(wins, self.n, confidence=confidence)
+            m_low, m_high = bootstrap_interval(err, confidence=confidence)
+            finite = err[np.isfinite(err)]
+            rows.append(
+                {
+                    "method": name,
+                    "samples": self.n,
+                    "recovered": wins,
+                    "success_rate": wins / self.n,
+                    "success_low": low,
+                    "success_high": high,
+                    "median_error": float(np.median(finite)) if finite.size else math.nan,
+                    "median_low": m_low,
+                    "median_high": m_high,
+                    "q25_error": float(np.quantile(finite, 0.25)) if finite.size else math.nan,
+                    "q75_error": float(np.quantile(finite, 0.75)) if finite.size else math.nan,
+                    "median_psnr": float(np.nanmedian(e["psnr"])),
+                    "seconds_per_signal": self.seconds[name] / self.n,
+                }
+            )
+        return rows
+
+    def certificate_summary(self) -> dict[str, Any]:
+        """Fractions of samples identifiable (network / layer by layer) and stable, median gains."""
+        net = self.network
+        return {
+            "identifiable_network": float(np.mean(net["identifiable_network"])),
+            "identifiable_layerwise": float(np.mean(net["identifiable_layerwise"])),
+            "stable": float(np.mean(net["stable"])),
+            "median_noise_gain": float(np.median(net["noise_gain"])),
+            "median_condition": float(np.median(net["condition"])),
+            "median_predicted_error": float(np.median(net["predicted_error"])),
+        }
+
+    def to_npz(self) -> bytes:
+        """Every per-sample array (errors per method, certificate) as a compressed NPZ file."""
+        import io
+
+        arrays: dict[str, np.ndarray] = {"sigma": self.sigma}
+        for name, e in self.errors.items():
+            for key, value in e.items():
+                arrays[f"{name}/{key}"] = np.asarray(value)
+        for key, value in self.network.items():
+            arrays[f"certificate/{key}"] = np.asarray(value)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        return buffer.getvalue()
+
+
+def batch_observation(generator: Generator, experiment: Experiment, n: int) -> Observation:
+    """``n`` samples drawn from the experiment's latent seed, with its mask and noise (one draw per signal)."""
+    c = experiment.corruption
+    mask = c.mask_array(generator.output_dim)
+    if mask is not None and not mask.any():
+        fail("mask", "at least one observed pixel", "a mask that hides everything")
+    z = generator.sample_latent(n, seed=experiment.latent_seed)
+    sigma = c.sigma if c.noise == "sigma" else None
+    snr = c.snr_db if c.noise == "snr" else None
+    return observe(generator, z, mask=mask, noise_sigma=sigma, snr_db=snr, seed=c.noise_seed)
+
+
+def run_batch(
+    generator: Generator,
+    experiment: Experiment,
+    n: int,
+    *,
+    progress: Callable[[float, str], Any] | None = None,
+) -> BatchOutcome:
+    """Run every method of ``experiment`` on ``n`` samples (a statistic, not an anecdote).
+
+    The samples are drawn from the experiment's latent seed; mask, noise, methods, options and seed
+    are the experiment's. Real digits are not batched (the shipped digits are one signal each).
+    """
+    from geninv.experiments import run_methods
+    from geninv.metrics import latent_error, psnr, relative_error
+    from geninv.theory import certify
+
+    if not isinstance(experiment, Experiment):
+        fail("experiment", "a geninv.demo.Experiment", experiment)
+    n = check_int("n", n, low=1)
+    if experiment.digit is not None:
+        fail("experiment", "generated samples (a batch of real digits is not offered)", "a real digit")
+    obs = batch_observation(generator, experiment, n)
+    sigma = obs.noise_sigma.detach().cpu().double().numpy()
+    results = run_methods(
+        generator, obs, experiment.methods, options=experiment.options, seed=experiment.seed, progress=progress
+    )
+    if bool(obs.noisy):
+        results[ORACLE] = oracle_result(generator, obs)
+    errors, seconds, failed = {}, {}, {}
+    for name, res in results.items():
+        if isinstance(res, GeninvError):
+            failed[name] = str(res)
+            continue
+        with torch.no_grad():
+            x_hat = res.x_hat
+            errors[name] = {
+                "latent_error": _np(latent_error(res.z_hat, obs.z_true)),
+                "signal_error": _np(relative_error(x_hat, obs.x_true)),
+                "psnr": _np(psnr(x_hat, obs.x_true)),
+                "status": np.asarray(res.statuses, dtype=str),
+            }
+        seconds[name] = float(res.seconds)
+    cert = certify(generator, obs.z_true, mask=obs.mask, noise_sigma=float(np.median(sigma)), spark_budget=SPARK_BUDGET)
+    network = {
+        "identifiable_network": np.asarray(cert.identifiable_network, dtype=bool),
+        "identifiable_layerwise": np.asarray(cert.identifiable, dtype=bool),
+        "stable": np.asarray(cert.stable, dtype=bool),
+        "noise_gain": np.asarray(cert.noise_gain, dtype=np.float64),
+        "condition": np.asarray(cert.condition_number, dtype=np.float64),
+        "predicted_error": np.asarray(cert.predicted_error(sigma), dtype=np.float64),
+        "verdict": np.asarray(cert.verdict, dtype=str),
+    }
+    return BatchOutcome(
+        experiment=experiment,
+        n=n,
+        threshold=THRESHOLD,
+        sigma=sigma,
+        errors=errors,
+        seconds=seconds,
+        failed=failed,
+        network=network,
+    )
+
+
+def oracle_result(generator: Generator, obs: Observation) -> Any:
+    """The oracle (:func:`geninv.inversion.oracle.oracle_latent`: least squares on the true activation
+    pattern) as an :class:`~geninv.inversion.InversionResult`, so that it is measured like every method."""
+    import time
+
+    from geninv.inversion.oracle import oracle_latent
+    from geninv.inversion.result import History, InversionResult
+    from geninv.inversion.status import data_fit, statuses
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        z_hat = oracle_latent(generator, obs)
+    seconds = time.perf_counter() - start
+    trace = generator.trace(z_hat)
+    return InversionResult(
+        z_hat=z_hat,
+        layers=trace.activations,
+        supports=trace.supports,
+        history=History(),
+        steps=(),
+        statuses=statuses(data_fit(generator, obs, z_hat)),
+        seconds=seconds,
+        forward_passes=float("nan"),
+        method=ORACLE,
+        options={},
+    )
+
+
+def _estimated_support(estimate: np.ndarray) -> np.ndarray:
+    """Active units of a layer estimate: above a tolerance tied to its largest entry (solvers leave
+    rounding-level values on true zeros)."""
+    est = np.asarray(estimate, dtype=np.float64)
+    top = float(np.abs(est).max()) if est.size else 0.0
+    return est > max(1e-9 * top, 1e-300)
 
 
 def _method_outcome(generator: Generator, obs: Observation, name: str, res: Any) -> MethodOutcome:
@@ -688,25 +1115,33 @@ def _method_outcome(generator: Generator, obs: Observation, name: str, res: Any)
     hist = res.history
     if hist.n_records:
         keep = np.unique(np.linspace(0, hist.n_records - 1, min(MAX_FRAMES, hist.n_records)).round().astype(int))
-        frames = None
+        frames, frame_maps = None, None
         if hist.iterates is not None:
             with torch.no_grad():
-                frames = _np(generator(hist.iterates[keep, 0].to(generator.dtype)))
+                frame_trace = generator.trace(hist.iterates[keep, 0].to(generator.dtype))
+            frames = _np(frame_trace.output)
+            frame_maps = [
+                support_map(est.cpu().numpy(), tru[0].cpu().numpy()[None, :])
+                for est, tru in zip(frame_trace.supports[:-1], truth.supports[:-1], strict=True)
+            ]
         out.history = {
             "iterations": hist.iterations.astype(int),
             "loss": np.asarray(hist.loss[:, 0, :], dtype=np.float64),
             "latent_error": None if hist.latent_error is None else np.asarray(hist.latent_error[:, 0, :], np.float64),
+            "iterates": None if hist.iterates is None else _np(hist.iterates[:, 0]),
             "frame_iterations": hist.iterations[keep].astype(int),
             "frames": frames,
             "frame_errors": None
             if hist.iterates is None
             else _np(relative_error(hist.iterates[keep, 0], obs.z_true.expand(len(keep), -1))),
+            "frame_maps": frame_maps,  # per hidden layer: (frames, units) support map codes
         }
     for step in res.steps:
         est = step.estimate[:1]
         truth_layer = obs.z_true if step.layer == 0 else truth.activations[step.layer - 1]
         with torch.no_grad():
             image = _np(forward_from(generator, step.layer, est)[0])
+        estimate = _np(est[0])
         out.steps.append(
             {
                 "layer": int(step.layer),
@@ -715,9 +1150,13 @@ def _method_outcome(generator: Generator, obs: Observation, name: str, res: Any)
                 "seconds": float(step.seconds),
                 "solver": str(step.solver),
                 "error": float(relative_error(est, truth_layer[:1])[0]),
-                "estimate": _np(est[0]),
+                "estimate": estimate,
                 "truth": _np(truth_layer[0]),
                 "image": image,
+                # the support this step found, against the truth (hidden layers; None for z)
+                "map": None
+                if step.layer == 0
+                else support_map(_estimated_support(estimate), truth.supports[step.layer - 1][0].cpu().numpy()),
             }
         )
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -105,3 +106,52 @@ def evaluate(result: Any, observation: Any, *, threshold: float = DEFAULT_THRESH
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
+
+
+def wilson_interval(successes: int, trials: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a success rate (good at small ``trials`` and at rates of 0 or 1).
+
+    Examples
+    --------
+    >>> low, high = wilson_interval(20, 20)
+    >>> round(low, 3), high
+    (0.839, 1.0)
+    """
+    from statistics import NormalDist
+
+    from geninv._validation import check_int
+
+    trials = check_int("trials", trials, low=1)
+    successes = check_int("successes", successes, low=0, high=trials)
+    confidence = check_real("confidence", confidence, low=0.0, high=1.0, low_open=True, high_open=True)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends, not rounding residue
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
+
+
+def bootstrap_interval(
+    values: Any, *, statistic: str = "median", confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median (or mean) of ``values``; NaNs are dropped.
+
+    Returns ``(nan, nan)`` when no finite value is left.
+    """
+    from geninv._validation import check_choice, check_int
+
+    check_choice("statistic", statistic, ("median", "mean"))
+    resamples = check_int("resamples", resamples, low=10)
+    confidence = check_real("confidence", confidence, low=0.0, high=1.0, low_open=True, high_open=True)
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    arr = arr[~np.isnan(arr)]
+    if arr.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng([seed, 0x5EED])
+    draws = arr[rng.integers(0, arr.size, size=(resamples, arr.size))]
+    stats = np.median(draws, axis=1) if statistic == "median" else draws.mean(axis=1)
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))

@@ -1,6 +1,7 @@
 """Train the shipped MNIST generator: the decoder of a small fully connected VAE.
 
     python -m geninv.train mnist --data ../shared/data/mnist --out geninv/assets --seed 0 --epochs 100
+    python -m geninv.train digits --data ../shared/data/mnist --out geninv/assets   # the shipped real digits
 
 The decoder is ``20 -> 128 -> 392 -> 784`` with relu hidden units, biases and a sigmoid output;
 the encoder is thrown away. MNIST (Y. LeCun, C. Cortes, C. Burges) is CC BY-SA 3.0.
@@ -190,7 +191,11 @@ def save_sample_grid(generator, path: str | Path, *, n: int = 64, seed: int = 0,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geninv train", description="Train the shipped generators.")
-    parser.add_argument("what", choices=["mnist"], help="which generator to train")
+    parser.add_argument(
+        "what",
+        choices=["mnist", "digits"],
+        help="'mnist': train the generator; 'digits': write the shipped real digits",
+    )
     parser.add_argument("--data", default="../shared/data/mnist", help="folder with the MNIST idx files")
     parser.add_argument("--out", default="geninv/assets", help="output folder for mnist.safetensors/.json")
     parser.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
@@ -201,7 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         "--widths", default="20,128,392,784", help="decoder widths, latent first (default 20,128,392,784)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--per-class", type=int, default=4, help="digits: how many of each class (default 4)")
     args = parser.parse_args(argv)
+    if args.what == "digits":
+        from geninv.digits import write_digits
+
+        path = write_digits(args.data, args.out, per_class=args.per_class)
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
+        return 0
     torch.set_num_threads(args.threads)
     from geninv.io import save_generator
 

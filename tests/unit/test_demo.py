@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -148,3 +149,130 @@ def test_method_options_describe_the_config_fields():
     assert opts["optimizer"]["choices"] == ("adam", "momentum") and opts["n_iter"]["kind"] == "int"
     assert "z_init" not in opts  # arrays are not form fields
     assert {o["name"] for o in demo.method_options("plugin")}.isdisjoint({"eta"})  # automatic step size
+
+
+# --------------------------------------------------------------------------- the whole truth
+def test_a_noisy_run_reports_the_oracle_and_the_certificate_predicts_it():
+    G = geninv.Generator.random([20, 128, 392, 784], seed=1)
+    exp = demo.Experiment(
+        generator="random:20-128-392-784:seed=1",
+        latent_seed=3,
+        corruption=demo.Corruption(noise="snr", snr_db=20.0),
+        methods=("latent-pursuit",),
+    )
+    out = demo.run(G, exp)
+    assert list(out.methods) == ["latent-pursuit", "oracle"]
+    oracle = out.methods["oracle"]
+    assert oracle.status == "converged" and oracle.layers and not oracle.history
+    measured, predicted = oracle.metrics["latent_error"], out.network["predicted_error"]
+    assert 0.5 * predicted < measured < 2 * predicted  # the certificate predicts the oracle at 20 dB
+    assert out.network["identifiable_network"] and out.verdict[0] == "identifiable and stable"
+    rows = {r["method"]: r for r in out.table()}
+    assert rows["oracle"]["recovered"] is False and rows["latent-pursuit"]["latent_error"] < 3 * measured
+    clean = demo.run(G, dataclasses.replace(exp, corruption=demo.Corruption()))
+    assert "oracle" not in clean.methods and clean.network["predicted_error"] == 0.0
+
+
+def test_verdict_words_never_say_not_identifiable_from_the_layerwise_test_alone():
+    net = {"identifiable_network": True, "identifiable_layerwise": False, "stable": False, "condition": 740.2}
+    head, why = demo.verdict_words(net)
+    assert head == "identifiable but unstable: noise ×740" and "not identifiable" not in head
+    assert "sufficient, not necessary" in why
+    assert demo.verdict_words(net | {"stable": True, "identifiable_layerwise": True})[0] == "identifiable and stable"
+    assert demo.verdict_words(net | {"identifiable_network": False})[0].startswith("not identifiable")
+
+
+def test_every_shown_metric_and_verdict_has_a_one_line_definition():
+    for key in ("latent_error", "psnr_db", "signal_error", "observed_residual", "recovered", "status", "seconds"):
+        assert key in demo.DEFINITIONS
+    for key in ("identifiable_network", "noise_gain", "condition", "predicted_error", "oracle", "equations"):
+        assert key in demo.DEFINITIONS
+    assert all("\n" not in text and len(text) < 250 for text in demo.DEFINITIONS.values())
+
+
+def test_support_maps_follow_each_pursuit_step_and_each_gd_frame(small):
+    exp = demo.Experiment(
+        generator="random:6-24-96:seed=2",
+        latent_seed=1,
+        methods=("gd", "latent-pursuit"),
+        options={"gd": {"n_iter": 200}},
+    )
+    out = demo.run(small, exp)
+    lp = out.methods["latent-pursuit"]
+    hidden = [s for s in lp.steps if s["layer"] > 0]
+    assert hidden and all(s["map"].shape == (24,) for s in hidden)
+    np.testing.assert_array_equal(hidden[-1]["map"], lp.layers[0]["map"])  # exact: the step found the support
+    assert lp.steps[-1]["map"] is None  # z has no support
+    frames = out.methods["gd"].history["frame_maps"]
+    n_frames = len(out.methods["gd"].history["frame_iterations"])
+    assert len(frames) == 1 and frames[0].shape == (n_frames, 24)
+    assert set(np.unique(frames[0])) <= {0, 1, 2, 3}
+    truth = out.true_supports[0]
+    assert (frames[0][:, ~truth] != 1).all() and (frames[0][:, truth] != 3).all()  # codes agree with the truth
+
+
+def test_npz_export_holds_every_array_and_loads_without_pickle(small):
+    import io
+
+    exp = demo.Experiment(
+        generator="random:6-24-96:seed=2",
+        corruption=demo.Corruption(mask="random", missing=0.25, noise="sigma", sigma=0.01),
+        methods=("gd", "latent-pursuit"),
+        options={"gd": {"n_iter": 100}},
+    )
+    out = demo.run(small, exp)
+    data = np.load(io.BytesIO(out.to_npz()), allow_pickle=False)
+    np.testing.assert_array_equal(data["truth/z"], out.z)
+    np.testing.assert_array_equal(data["mask"], out.mask)
+    np.testing.assert_array_equal(data["gd/history/loss"], out.methods["gd"].history["loss"])
+    assert data["gd/history/iterates"].shape == (len(out.methods["gd"].history["iterations"]), 6)
+    assert "latent-pursuit/step1_x1/estimate" in data and "oracle/z_hat" in data
+    assert float(data["certificate/noise_gain"]) == pytest.approx(out.network["noise_gain"])
+
+
+def test_batch_mode_gives_rates_with_intervals_and_error_distributions():
+    G = geninv.Generator.random([8, 32, 128], seed=0)
+    exp = demo.Experiment(
+        generator="random:8-32-128:seed=0",
+        corruption=demo.Corruption(mask="random", missing=0.5),
+        methods=("latent-pursuit", "gd"),
+        options={"gd": {"n_iter": 50, "restarts": 1}},
+    )
+    batch = demo.run_batch(G, exp, 12)
+    rows = {r["method"]: r for r in batch.summary()}
+    lp, gd = rows["latent-pursuit"], rows["gd"]
+    assert lp["samples"] == 12 and lp["recovered"] == 12 and lp["success_rate"] == 1.0
+    assert lp["success_low"] < 1.0 == lp["success_high"]  # 12 of 12 is not a certainty
+    assert gd["success_low"] <= gd["success_rate"] <= gd["success_high"]
+    assert lp["median_low"] <= lp["median_error"] <= lp["median_high"] < 1e-8
+    assert batch.errors["gd"]["latent_error"].shape == (12,)
+    assert batch.certificate_summary()["identifiable_network"] == 1.0
+    assert "oracle" not in batch.errors  # clean
+    with pytest.raises(GeninvError, match="digit"):
+        demo.run_batch(G, demo.Experiment(digit=0), 2)
+
+
+def test_wilson_and_bootstrap_intervals():
+    from geninv.metrics import bootstrap_interval, wilson_interval
+
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    assert wilson_interval(50, 100)[1] - wilson_interval(50, 100)[0] < high - low  # more trials, tighter
+    values = np.r_[np.ones(50), 100.0]
+    assert bootstrap_interval(values) == (1.0, 1.0)  # the median ignores the outlier
+    assert np.isnan(bootstrap_interval([np.nan])[0])
+    with pytest.raises(GeninvError):
+        wilson_interval(11, 10)
+
+
+def test_batches_and_oracles_are_in_the_budget():
+    from geninv.limits import Budget
+
+    exp = demo.Experiment(corruption=demo.Corruption(noise="sigma", sigma=0.01))
+    one = Budget().check_experiment(exp)
+    assert "oracle" in one.parts
+    many = Budget().check_experiment(exp, batch=20)
+    assert many.total == pytest.approx(20 * one.total, rel=1e-9)
+    with pytest.raises(geninv.BudgetError, match="max_batch"):
+        Budget(max_batch=10).check_experiment(exp, batch=20)
