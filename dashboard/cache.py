@@ -7,9 +7,10 @@ import json
 from collections import OrderedDict
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
-from geninv import certify, demo, io, limits, masks
+from geninv import certify, demo, digits, io, limits, masks
 
 MAX_RUNS = 8
 
@@ -42,6 +43,11 @@ def sample(_generator, generator_key: str, latent_seed: int):
     return _generator.generate(z)[0].detach().cpu().double().numpy()
 
 
+def digit_image(k: int):
+    """A shipped real MNIST digit (784 values in [0, 1])."""
+    return digits.digit(k)
+
+
 def run(generator_obj, generator_key: str, experiment: demo.Experiment, progress=None) -> demo.Outcome:
     """Run an experiment, or give back this session's stored outcome of the same one."""
     store: OrderedDict[str, Any] = st.session_state.setdefault("_runs", OrderedDict())
@@ -57,11 +63,18 @@ def run(generator_obj, generator_key: str, experiment: demo.Experiment, progress
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def certificate_summary(spec: str, samples: int, missing: float, seed: int = 0) -> list[dict[str, Any]]:
-    """Certificate summary of ``samples`` latents of a generator spec, with a random mask."""
+def certificate_summary(
+    spec: str, samples: int, missing: float, seed: int = 0, sigma: float = 0.0
+) -> list[dict[str, Any]]:
+    """Certificate summary of ``samples`` latents of a generator spec, with a random mask and noise level
+    ``sigma``; the "all" row adds the median predicted oracle error at ``sigma``."""
     g = generator(spec)
     mask = masks.random_pixels(g.output_dim, missing, seed=seed) if missing > 0 else None
-    return certify(g, g.sample_latent(samples, seed=seed), mask=mask, spark_budget=200).summary()
+    cert = certify(g, g.sample_latent(samples, seed=seed), mask=mask, noise_sigma=sigma, spark_budget=200)
+    rows = cert.summary()
+    rows[-1]["predicted_error_median"] = float(np.median(cert.predicted_error(sigma)))
+    rows[-1]["observed"] = int(g.output_dim if mask is None else mask.sum())
+    return rows
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

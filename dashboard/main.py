@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `streamlit run` puts dashboard/ on the path, not the repository root
     sys.path.insert(0, str(ROOT))
 
-from dashboard import safety  # noqa: E402  (needs the path set above)
+from dashboard import safety, state  # noqa: E402  (needs the path set above)
 
 st.set_page_config(page_title="geninv — invert generative models", page_icon=":material/replay:", layout="wide")
 
@@ -28,5 +28,6 @@ navigation = st.navigation(
     ]
 )
 safety.configure_logging()
+state.keep()  # widget values survive page switches and widgets that a run does not draw
 with safety.guard(f"page {navigation.title!r}"):
     navigation.run()

@@ -10,9 +10,10 @@ import streamlit as st
 
 from dashboard import cache, safety
 from dashboard.components import canvas
-from geninv import GeninvError, demo, io, limits, masks, methods, viz
+from geninv import GeninvError, demo, digits, io, lessons, limits, masks, methods, viz
 
 GEN_KINDS = ("MNIST (shipped)", "Random", "Upload")
+SIGNAL_KINDS = ("sample G(z)", "real MNIST digit")
 ACTIVATIONS_HIDDEN = ("relu", "leaky_relu")
 ACTIVATIONS_OUT = ("identity", "sigmoid", "tanh", "relu")
 MASK_KINDS = ("none", "random", "box", "half", "draw", "upload")
@@ -44,12 +45,73 @@ def _init(key: str, default: Any) -> str:
 def apply_query(query: dict[str, Any]) -> demo.Experiment | None:
     """Set the widgets from a shared link's query; returns the experiment, or None if there is none.
 
-    The link is parsed and checked against the server's budget first (``Experiment.from_query``);
-    a refused link changes nothing.
+    A link is either an experiment (``Experiment.from_query``: parsed and checked against the
+    server's budget first) or a lesson (``?lesson=NAME``, alone). A refused link changes nothing.
     """
     if not query:
         return None
+    if "lesson" in query:
+        extra = sorted(set(query) - {"lesson"})
+        if extra:
+            raise GeninvError(
+                f"A lesson link takes no other parameter; got {', '.join(map(repr, extra))[:80]} beside 'lesson'."
+            )
+        names = query["lesson"] if isinstance(query["lesson"], list) else [query["lesson"]]
+        if len(set(names)) != 1:
+            raise GeninvError("A lesson link names one lesson.")
+        return start_lesson(str(names[0]))
     exp = demo.Experiment.from_query(query)
+    st.session_state["lesson"] = ""
+    set_widgets(exp)
+    return exp
+
+
+def start_lesson(name: str) -> demo.Experiment:
+    """Set the widgets to a lesson's experiment (checked against the budget) and unfold its controls."""
+    lesson = lessons.get(name)
+    exp = demo.Experiment.from_query(lesson.experiment.to_query())  # the same checks as any link
+    set_widgets(exp)
+    s = st.session_state
+    s["lesson"] = lesson.name
+    s["replay_method"] = lesson.replay
+    s["_unfold"] = set(lesson.unfold)
+    return exp
+
+
+def _lesson_changed() -> None:
+    """Selector callback (runs before the page): load the chosen lesson, or leave lessons."""
+    name = st.session_state.get("lesson") or ""
+    if not name:
+        st.session_state["_unfold"] = set()
+        return
+    try:
+        st.session_state["_autorun"] = start_lesson(name)
+    except GeninvError as exc:
+        st.session_state["_lesson_error"] = str(exc)
+
+
+def lesson_picker() -> lessons.Lesson | None:
+    """The lesson selector at the top of the sidebar; the chosen lesson (or None: free exploration)."""
+    names = ("", *lessons.LESSONS)
+    if st.session_state.get("lesson") not in names:
+        st.session_state["lesson"] = ""
+    st.sidebar.selectbox(
+        "Lesson",
+        names,
+        key="lesson",
+        format_func=lambda n: "— free exploration —" if not n else lessons.LESSONS[n].title,
+        on_change=_lesson_changed,
+        help="Guided experiments for a class: each runs at once and says what to notice.",
+    )
+    error = st.session_state.pop("_lesson_error", None)
+    if error:
+        safety.show_error(error, st.sidebar)
+    name = st.session_state.get("lesson")
+    return lessons.LESSONS.get(name) if name else None
+
+
+def set_widgets(exp: demo.Experiment) -> None:
+    """Set every widget of the Invert page's sidebar to show ``exp`` exactly."""
     s = st.session_state
     if exp.generator == "mnist":
         s["gen_kind"] = GEN_KINDS[0]
@@ -69,6 +131,9 @@ def apply_query(query: dict[str, Any]) -> demo.Experiment | None:
         )
     c = exp.corruption
     s.update({"latent_seed": exp.latent_seed, "run_seed": exp.seed, "methods": list(exp.methods)})
+    s["signal_kind"] = SIGNAL_KINDS[0] if exp.digit is None else SIGNAL_KINDS[1]
+    if exp.digit is not None:
+        s["digit"] = exp.digit
     s.update({"missing": c.missing, "mask_seed": c.mask_seed, "half": c.half, "noise_seed": c.noise_seed})
     s.update(dict(zip(("box_top", "box_left", "box_h", "box_w"), c.box, strict=True)))
     s["mask_kind"] = "upload" if c.mask == "custom" else c.mask
@@ -76,10 +141,9 @@ def apply_query(query: dict[str, Any]) -> demo.Experiment | None:
         s["custom_mask"] = c.custom
     s["noise_kind"] = c.noise
     s["sigma"], s["snr"] = c.sigma, c.snr_db
-    for method, opts in exp.options.items():
-        for name, value in opts.items():
-            s[f"opt_{method}_{name}"] = value
-    return exp
+    for method in methods():  # options the experiment does not set go back to their defaults
+        for opt in demo.method_options(method):
+            s[f"opt_{method}_{opt['name']}"] = exp.options.get(method, {}).get(opt["name"], opt["default"])
 
 
 def generator_picker() -> GeneratorChoice:
@@ -115,13 +179,32 @@ def generator_picker() -> GeneratorChoice:
         return GeneratorChoice(None, "", "")
 
 
-def sample_picker() -> int:
-    st.sidebar.subheader("2 · Sample")
+def sample_picker(output_dim: int | None = None) -> tuple[int, int | None]:
+    """The signal: a sample of the generator (its latent seed) or, for 784 outputs, a real MNIST digit.
+
+    Returns ``(latent_seed, digit)``; ``digit`` is None for a sample.
+    """
+    st.sidebar.subheader("2 · Signal")
+    kinds = SIGNAL_KINDS if output_dim == demo.DIGIT_PIXELS else SIGNAL_KINDS[:1]
+    if st.session_state.get("signal_kind") not in kinds:
+        st.session_state["signal_kind"] = kinds[0]
+    kind = st.sidebar.radio("Signal", kinds, key="signal_kind", label_visibility="collapsed", horizontal=True)
+    if kind == SIGNAL_KINDS[1]:
+        shipped = digits.load_digits()
+        choice = st.sidebar.selectbox(
+            "Digit",
+            range(len(shipped)),
+            key=_init("digit", 3),
+            format_func=lambda k: f"{k}: {shipped.describe(k)}",
+            help="Real handwritten digits: no latent gives them exactly. " + digits.CREDIT + ".",
+        )
+        st.sidebar.caption(f"{digits.CREDIT}.")
+        return 0, int(choice)
     seed_slot = st.sidebar.empty()  # the button is drawn below the seed but must act before the seed is read
     # A row of its own: beside the seed the label was cut to "New sa...".
     if st.sidebar.button("New sample", key="new_sample", icon=":material/casino:", width="stretch"):
         st.session_state["latent_seed"] = min(int(st.session_state.get("latent_seed", 0)) + 1, demo.LINK_SEED_MAX)
-    return int(seed_slot.number_input("Latent seed", 0, demo.LINK_SEED_MAX, key=_init("latent_seed", 0)))
+    return int(seed_slot.number_input("Latent seed", 0, demo.LINK_SEED_MAX, key=_init("latent_seed", 0))), None
 
 
 def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None]:
@@ -229,11 +312,12 @@ def methods_form() -> tuple[bool, tuple[str, ...], dict[str, dict[str, Any]], in
     st.sidebar.subheader("4 · Methods")
     names = methods()
     st.session_state.setdefault("methods", ["gd", "latent-pursuit"])
+    unfold = st.session_state.get("_unfold") or set()
     with st.sidebar.form("methods_form"):
         chosen = st.multiselect("Methods", names, key="methods")
         options: dict[str, dict[str, Any]] = {}
         for method in names:
-            with st.expander(f"{method} options"):
+            with st.expander(f"{method} options", expanded=f"options:{method}" in unfold):
                 options[method] = _option_widgets(method)
         seed = int(st.number_input("Run seed (restarts, initialisation)", 0, 10**6, key=_init("run_seed", 0)))
         submitted = st.form_submit_button("Run", type="primary", width="stretch")

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from geninv.viz import METHOD_COLORS, SUPPORT_COLORS, SUPPORT_LABELS, method_color, method_style
+
 TEMPLATE = "plotly_white"
-SUPPORT_COLOURS = ("#eef0f3", "#2e9e5b", "#f39c34", "#d6453d")
-SUPPORT_LABELS = ("inactive", "found (true positive)", "missed", "false alarm")
-RESTART_COLOURS = ("#4c72b0", "#55a868", "#dd8452", "#8172b3", "#c44e52", "#937860")
-METHOD_COLOURS = {
-    "gd": "#4c72b0",
-    "plugin": "#8172b3",
-    "latent-pursuit": "#dd8452",
-    "lbp": "#937860",
-    "lp": "#da8bc3",
-    "hybrid": "#55a868",
-    "oracle": "#333333",
-}
+SUPPORT_COLOURS = SUPPORT_COLORS  # one palette, defined in geninv.viz
+RESTART_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")  # Okabe-Ito
+METHOD_COLOURS = METHOD_COLORS
+THRESHOLD_LINE = {"color": "#555555", "dash": "dot", "width": 1}
 
 
 VERDICTS = (
-    ("identifiable", "identifiable (exact rank)", "#2e9e5b"),
-    ("paper_unique_holds", "paper's condition holds", "#4c72b0"),
-    ("lbp_guaranteed", "LBP coherence guarantee", "#dd8452"),
+    ("identifiable_network", "identifiable (whole network)", "#000000"),
+    ("identifiable", "layer-by-layer rank test", "#0072B2"),
+    ("paper_unique_holds", "paper's condition holds", "#E69F00"),
+    ("lbp_guaranteed", "LBP coherence guarantee", "#CC79A7"),
 )
 """Certificate verdicts as (summary key, legend name, colour)."""
 
@@ -38,7 +34,8 @@ def _layout(fig: go.Figure, height: int, *, top: int = 10, **layout: Any) -> go.
 
 
 def colour(method: str) -> str:
-    return METHOD_COLOURS.get(method, "#777777")
+    """The method's colour, the same on every page and in the README figures (geninv.viz)."""
+    return method_color(method)
 
 
 def _finite(values: Any) -> np.ndarray:
@@ -46,8 +43,11 @@ def _finite(values: Any) -> np.ndarray:
     return np.where(np.isfinite(arr), arr, np.nan)
 
 
-def convergence(history: dict[str, Any], method: str, *, marker: int | None = None) -> go.Figure:
-    """Loss and latent error per iteration, one line per restart; ``marker`` draws the replay position."""
+def convergence(
+    history: dict[str, Any], method: str, *, marker: int | None = None, threshold: float | None = None
+) -> go.Figure:
+    """Loss and latent error per iteration, one line per restart; ``marker`` draws the replay position and
+    ``threshold`` the success threshold on the latent error."""
     iters = np.asarray(history["iterations"])
     loss = np.asarray(history["loss"])
     err = history.get("latent_error")
@@ -83,19 +83,28 @@ def convergence(history: dict[str, Any], method: str, *, marker: int | None = No
     fig.update_yaxes(type="log", exponentformat="power")
     fig.update_xaxes(title_text="iteration")
     if marker is not None:
-        fig.add_vline(x=marker, line={"color": "#d6453d", "dash": "dot"})
+        fig.add_vline(x=marker, line={"color": "#D55E00", "dash": "dot"})
+    if err is not None and threshold is not None:
+        fig.add_hline(
+            y=threshold,
+            line=THRESHOLD_LINE,
+            annotation_text=f"success ≤ {threshold:g}",
+            annotation_position="bottom left",
+            row=1,
+            col=2,
+        )
     return _layout(
-        fig, 320, top=40, legend={"orientation": "h", "y": -0.25}, clickmode="event+select", meta={"method": method}
+        fig, 300, top=40, legend={"orientation": "h", "y": -0.3}, clickmode="event+select", meta={"method": method}
     )
 
 
-def pursuit_steps(steps_by_method: dict[str, list[dict[str, Any]]]) -> go.Figure:
+def pursuit_steps(steps_by_method: dict[str, list[dict[str, Any]]], *, threshold: float | None = None) -> go.Figure:
     """Per layer-wise step (output → z): the residual of the step and the error of the layer found."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("residual of the step", "relative error of the layer found"))
     for method, steps in steps_by_method.items():
         if not steps:
             continue
-        labels = [_layer_label(s["layer"]) for s in steps]
+        labels = [f"{k + 1}: {_layer_label(s['layer'])}" for k, s in enumerate(steps)]
         fig.add_bar(
             x=labels,
             y=[max(s["residual"], 1e-17) for s in steps],
@@ -116,8 +125,10 @@ def pursuit_steps(steps_by_method: dict[str, list[dict[str, Any]]]) -> go.Figure
             col=2,
         )
     fig.update_yaxes(type="log", exponentformat="power")
-    fig.update_xaxes(title_text="step (recovered layer, in order)")
-    return _layout(fig, 320, top=40, barmode="group", legend={"orientation": "h", "y": -0.3})
+    fig.update_xaxes(title_text="step: recovered layer, in order")
+    if threshold is not None:
+        fig.add_hline(y=threshold, line=THRESHOLD_LINE, row=1, col=2)
+    return _layout(fig, 300, top=40, barmode="group", legend={"orientation": "h", "y": -0.35})
 
 
 def _layer_label(layer: int) -> str:
@@ -126,7 +137,14 @@ def _layer_label(layer: int) -> str:
 
 def support_scores(layers_by_method: dict[str, list[dict[str, Any]]]) -> go.Figure:
     """Support precision and recall per hidden layer and method."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("support precision", "support recall"))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            "precision: share of the units found active that are active",
+            "recall: share of the active units that were found",
+        ),
+    )
     for method, layers in layers_by_method.items():
         labels = [_layer_label(info["layer"]) for info in layers]
         for col, key in ((1, "precision"), (2, "recall")):
@@ -143,11 +161,15 @@ def support_scores(layers_by_method: dict[str, list[dict[str, Any]]]) -> go.Figu
                 textposition="outside",
             )
     fig.update_yaxes(range=[0, 1.12])
-    return _layout(fig, 320, top=40, barmode="group", legend={"orientation": "h", "y": -0.2})
+    fig.update_annotations(font={"size": 12})
+    return _layout(fig, 300, top=40, barmode="group", legend={"orientation": "h", "y": -0.2})
 
 
-def support_map(maps: dict[str, np.ndarray], layer: int) -> go.Figure:
-    """One hidden layer's units (columns) per method (rows): found, missed, false alarm, inactive."""
+def support_map(maps: dict[str, np.ndarray], layer: int, *, highlight: int | None = None) -> go.Figure:
+    """One hidden layer's units (columns) per method (rows): found, missed, false alarm, inactive.
+
+    ``highlight`` (a unit index) is framed, e.g. the unit clicked in the network picture.
+    """
     names = list(maps)
     z = np.stack([np.asarray(maps[m], dtype=float) for m in names]) if names else np.zeros((0, 0))
     scale = []
@@ -169,11 +191,28 @@ def support_map(maps: dict[str, np.ndarray], layer: int) -> go.Figure:
         )
     )
     title = f"support of {_layer_label(layer)} (unit by unit)"
-    return _layout(fig, 90 + 36 * len(names), top=36, title=title, xaxis_title="unit")
+    if highlight is not None and names:
+        fig.add_shape(
+            type="rect",
+            x0=highlight - 0.5,
+            x1=highlight + 0.5,
+            y0=-0.5,
+            y1=len(names) - 0.5,
+            line={"color": "#000000", "width": 3},
+        )
+        codes = ", ".join(f"{m}: {SUPPORT_LABELS[int(maps[m][highlight])]}" for m in names)
+        title += f" — unit {highlight}: {codes}"
+    return _layout(fig, 90 + 36 * len(names), top=36, title={"text": title, "font": {"size": 13}}, xaxis_title="unit")
 
 
-def layer_errors(outcome_methods: dict[str, Any], certificate: list[dict[str, Any]]) -> go.Figure:
-    """Per recovery step: each method's error there, with the certificate's verdicts as annotations."""
+def layer_errors(
+    outcome_methods: dict[str, Any], certificate: list[dict[str, Any]], *, threshold: float | None = None
+) -> go.Figure:
+    """Per recovery step: each method's error there, with the layer-by-layer test of the step annotated.
+
+    The step test is sufficient, not necessary, so a failed step reads "step test ✗", never "not
+    identifiable": the whole-network verdict is shown beside the chart.
+    """
     fig = go.Figure()
     order = [c["layer"] for c in certificate]
     labels = [_layer_label(layer) for layer in order]
@@ -184,18 +223,26 @@ def layer_errors(outcome_methods: dict[str, Any], certificate: list[dict[str, An
         for layer in order:
             errs.append(m.metrics.get("latent_error") if layer == 0 else m.layers[layer - 1]["error"])
         fig.add_scatter(
-            x=labels, y=[max(e, 1e-17) for e in errs], mode="lines+markers", name=name, line={"color": colour(name)}
+            x=labels, y=[max(e, 1e-17) for e in errs], mode="lines+markers", name=name, **method_style(name)
         )
     for label, c in zip(labels, certificate, strict=True):
-        verdict = "identifiable" if c["identifiable"] else "NOT identifiable"
+        step = "step test ✓" if c["identifiable"] else "step test ✗"
         paper = {"holds": "paper ✓", "fails": "paper ✗", "unknown": "paper ?"}[c["paper_unique"]]
         lbp = "LBP ✓" if c["lbp_guaranteed"] else "LBP ✗"
+        rows = f"{c['rows']} eq. / {c['cardinality']} unknowns"
         fig.add_annotation(
-            x=label, y=1.1, yref="paper", showarrow=False, text=f"{verdict}<br>{paper} · {lbp}", font={"size": 11}
+            x=label,
+            y=1.13,
+            yref="paper",
+            showarrow=False,
+            text=f"{step}<br>{rows}<br>{paper} · {lbp}",
+            font={"size": 11},
         )
+    if threshold is not None:
+        fig.add_hline(y=threshold, line=THRESHOLD_LINE, annotation_text=f"success ≤ {threshold:g}")
     fig.update_yaxes(type="log", exponentformat="power", title="relative error of the layer")
     fig.update_xaxes(title="recovery step (output → z)")
-    return _layout(fig, 380, top=90)
+    return _layout(fig, 380, top=100)
 
 
 def layer_state(estimate: np.ndarray, truth: np.ndarray, layer: int) -> go.Figure:
@@ -203,11 +250,11 @@ def layer_state(estimate: np.ndarray, truth: np.ndarray, layer: int) -> go.Figur
     est, tru = np.asarray(estimate, float), np.asarray(truth, float)
     units = np.arange(est.size)
     fig = go.Figure()
-    fig.add_scatter(x=units, y=tru, mode="markers", name="true", marker={"color": "#bbbbbb", "size": 8})
-    fig.add_scatter(x=units, y=est, mode="markers", name="estimate", marker={"color": "#d6453d", "size": 4})
+    fig.add_scatter(x=units, y=tru, mode="markers", name="true", marker={"color": "#BBBBBB", "size": 8})
+    fig.add_scatter(x=units, y=est, mode="markers", name="estimate", marker={"color": "#D55E00", "size": 4})
     legend = {"orientation": "h", "y": 1.15, "x": 0.6}
     return _layout(
-        fig, 260, top=36, title=f"{_layer_label(layer)}: estimate vs truth", xaxis_title="unit", legend=legend
+        fig, 240, top=36, title=f"{_layer_label(layer)}: estimate vs truth", xaxis_title="unit", legend=legend
     )
 
 
@@ -224,17 +271,21 @@ def signal_line(signals: dict[str, np.ndarray], mask: np.ndarray | None = None) 
                 y=np.asarray(next(iter(signals.values())))[hidden],
                 mode="markers",
                 name="hidden",
-                marker={"color": "#d6453d", "size": 4, "symbol": "x"},
+                marker={"color": "#D55E00", "size": 4, "symbol": "x"},
             )
     return _layout(fig, 280, xaxis_title="coordinate")
 
 
 def verdict_fractions(summary: list[dict[str, Any]]) -> go.Figure:
-    """Certificate summary over samples: per step, the fraction for which each verdict holds."""
+    """Certificate summary over samples: per step, the fraction for which each step test holds, and the
+    whole-network fraction (the deciding test) as a line across."""
     steps = [r for r in summary if r["layer"] != "all"]
+    overall = next((r for r in summary if r["layer"] == "all"), {})
     labels = [_layer_label(int(r["layer"])) for r in steps]
     fig = go.Figure()
     for key, name, c in VERDICTS:
+        if not steps or key not in steps[0]:
+            continue
         fig.add_bar(
             x=labels,
             y=[r[key] for r in steps],
@@ -243,18 +294,329 @@ def verdict_fractions(summary: list[dict[str, Any]]) -> go.Figure:
             text=[f"{r[key]:.2f}" for r in steps],
             textposition="outside",
         )
-    fig.update_yaxes(range=[0, 1.15], title="fraction of samples")
+    if "identifiable_network" in overall and labels:
+        share = overall["identifiable_network"]
+        fig.add_scatter(
+            x=labels,
+            y=[share] * len(labels),
+            mode="lines",
+            name=f"identifiable (whole network): {share:.0%}",
+            line={"color": "#000000", "dash": "dash", "width": 2},
+        )
+    fig.update_yaxes(range=[0, 1.18], title="fraction of samples")
     fig.update_xaxes(title="recovery step (output → z)")
     return _layout(fig, 330, barmode="group", legend={"orientation": "h", "y": -0.3})
 
 
 def expansion_curve(rows: list[dict[str, Any]]) -> go.Figure:
-    """Fraction of samples identifiable (all steps) against the expansion ratio."""
+    """Fraction of samples for which each test holds (at every step) against the expansion ratio."""
     fig = go.Figure()
     xs = [r["ratio"] for r in rows]
-    for key, name, c in VERDICTS:
-        fig.add_scatter(x=xs, y=[r[key] for r in rows], mode="lines+markers", name=name, line={"color": c})
+    # Tests often agree (the whole network and the step test coincide above r = 2.5): earlier lines are
+    # drawn wider and dashed differently, so that none hides under another.
+    dashes = ("solid", "dash", "dot", "dashdot")
+    for k, (key, name, c) in enumerate(VERDICTS):
+        if not rows or key not in rows[0]:
+            continue
+        fig.add_scatter(
+            x=xs,
+            y=[r[key] for r in rows],
+            mode="lines+markers",
+            name=name,
+            line={"color": c, "width": 7 - 1.5 * k, "dash": dashes[k]},
+            marker={"size": 11 - 2 * k},
+            opacity=0.85,
+        )
     fig.add_vline(x=2, line={"dash": "dot", "color": "#999"}, annotation_text="ratio 2")
     fig.update_yaxes(range=[-0.05, 1.05], title="fraction of samples")
     fig.update_xaxes(title="expansion ratio r (widths 20, 20r, 20r², 20r³)")
     return _layout(fig, 330, legend={"orientation": "h", "y": -0.3})
+
+
+# ---------------------------------------------------------------------------- the network picture
+NETWORK_CODES = {
+    0: ("inactive", SUPPORT_COLOURS[0], "circle"),
+    1: ("found (true positive)", SUPPORT_COLOURS[1], "circle"),
+    2: ("missed", SUPPORT_COLOURS[2], "circle"),
+    3: ("false alarm", SUPPORT_COLOURS[3], "x"),
+    4: ("not recovered yet", "#BBBBBB", "circle-open"),
+    5: ("observed pixel", "#555555", "square"),
+    6: ("hidden pixel", "#E6503C", "square-open"),  # the red of hidden pixels in the images
+    7: ("latent estimated", "#555555", "diamond"),
+}
+"""Codes of the network picture: the four support codes, then the states of the other units."""
+NETWORK_ROWS = 56
+"""Units per column of a layer's block in the network picture."""
+
+
+def network_positions(widths: tuple[int, ...], *, rows: int = NETWORK_ROWS) -> list[np.ndarray]:
+    """Per layer (z first) the (units, 2) array of its units' (x, y) in :func:`network`.
+
+    Layers are blocks of columns of ``rows`` units, left to right; a square output is drawn as its
+    image (a side x side grid squeezed into the same height).
+    """
+    out, x = [], 0.0
+    for layer, n in enumerate(widths):
+        n = int(n)
+        side = math.isqrt(n)
+        units = np.arange(n)
+        if layer == len(widths) - 1 and side * side == n and side > 1:
+            r, c = np.divmod(units, side)
+            scale = (rows - 1) / (side - 1)
+            pos = np.stack([x + c * scale / 2, -r * scale], axis=1)
+            width = (side - 1) * scale / 2 + 1
+        else:
+            c, r = np.divmod(units, rows)
+            pos = np.stack([x + c, -r], axis=1).astype(float)
+            width = max(1, -(-n // rows))
+        out.append(pos)
+        x += width + 2.5
+    return out
+
+
+def network_unit_at(widths: tuple[int, ...], x: float, y: float, *, rows: int = NETWORK_ROWS) -> tuple[int, int] | None:
+    """The (layer, unit) drawn nearest to (x, y) in :func:`network` (within a third of a cell), or None."""
+    best, best_d = None, 0.35
+    for layer, pos in enumerate(network_positions(widths, rows=rows)):
+        d = np.hypot(pos[:, 0] - x, pos[:, 1] - y)
+        k = int(np.argmin(d))
+        if d[k] < best_d:
+            best, best_d = (layer, k), float(d[k])
+    return best
+
+
+def network(
+    widths: tuple[int, ...],
+    codes: list[np.ndarray],
+    *,
+    title: str = "",
+    selected: tuple[int, int] | None = None,
+    rows: int = NETWORK_ROWS,
+) -> go.Figure:
+    """The generator as blocks of units, z on the left and the output on the right, each unit coloured by
+    its state (``codes[layer]``: see :data:`NETWORK_CODES`); ``selected`` (layer, unit) is ringed.
+
+    A click on a unit selects its point; :func:`network_unit_at` turns the point's x, y back into
+    (layer, unit).
+    """
+    positions = network_positions(widths, rows=rows)
+    names = ["z"] + [f"x{k}" for k in range(1, len(widths) - 1)] + ["output"]
+    fig = go.Figure()
+    for code, (label, colour_, symbol) in NETWORK_CODES.items():
+        xs, ys, text = [], [], []
+        for layer, (pos, arr) in enumerate(zip(positions, codes, strict=True)):
+            hit = np.flatnonzero(np.asarray(arr).reshape(-1) == code)
+            if hit.size:
+                xs.append(pos[hit, 0])
+                ys.append(pos[hit, 1])
+                text += [f"{names[layer]} unit {u}" for u in hit]
+        if not text:
+            continue
+        fig.add_scatter(
+            x=np.concatenate(xs),
+            y=np.concatenate(ys),
+            mode="markers",
+            name=label,
+            text=text,
+            hovertemplate="%{text}: " + label + "<extra></extra>",
+            marker={"color": colour_, "symbol": symbol, "size": 6, "line": {"color": colour_, "width": 1}},
+        )
+    for layer, pos in enumerate(positions):
+        fig.add_annotation(
+            x=float(pos[:, 0].min() + pos[:, 0].max()) / 2,
+            y=2,
+            text=f"<b>{names[layer]}</b> ({widths[layer]})",
+            showarrow=False,
+            font={"size": 12},
+        )
+    if selected is not None:
+        layer, unit = selected
+        if 0 <= layer < len(widths) and 0 <= unit < widths[layer]:
+            x, y = positions[layer][unit]
+            fig.add_scatter(
+                x=[x],
+                y=[y],
+                mode="markers",
+                name=f"selected: {names[layer]} unit {unit}",
+                marker={"size": 16, "symbol": "circle-open", "color": "#000000", "line": {"width": 3}},
+                hoverinfo="skip",
+            )
+    fig.update_xaxes(visible=False, fixedrange=True)
+    fig.update_yaxes(visible=False, range=[-rows - 0.5, 3.5], fixedrange=True)
+    return _layout(
+        fig,
+        340,
+        top=40,
+        title={"text": title, "font": {"size": 14}},
+        legend={"orientation": "h", "y": -0.02, "font": {"size": 11}},
+        clickmode="event+select",
+        dragmode=False,
+    )
+
+
+# ---------------------------------------------------------------------------- research views
+def batch_rates(summary: list[dict[str, Any]]) -> go.Figure:
+    """Success rate per method with its confidence interval (error bars)."""
+    fig = go.Figure()
+    for row in summary:
+        rate = row["success_rate"]
+        fig.add_bar(
+            x=[row["method"]],
+            y=[rate],
+            name=row["method"],
+            marker_color=colour(row["method"]),
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": [row["success_high"] - rate],
+                "arrayminus": [rate - row["success_low"]],
+                "color": "#333333",
+            },
+            text=[f"{row['recovered']}/{row['samples']}"],
+            textposition="inside",
+            hovertemplate=(
+                f"{row['method']}: {rate:.0%} (95% CI {row['success_low']:.0%} – {row['success_high']:.0%})"
+                "<extra></extra>"
+            ),
+        )
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="success rate (95% Wilson interval)")
+    return _layout(fig, 300, showlegend=False)
+
+
+def batch_errors(errors: dict[str, np.ndarray], *, threshold: float | None = None) -> go.Figure:
+    """The latent error of every sample per method (points and a box), on a log axis."""
+    fig = go.Figure()
+    for method, err in errors.items():
+        values = np.maximum(_finite(err), 1e-17)
+        fig.add_box(
+            y=values,
+            name=method,
+            boxpoints="all",
+            jitter=0.4,
+            pointpos=0,
+            marker={"color": colour(method), "size": 5},
+            line={"color": colour(method)},
+            fillcolor="rgba(0,0,0,0)",
+        )
+    if threshold is not None:
+        fig.add_hline(y=threshold, line=THRESHOLD_LINE, annotation_text=f"success ≤ {threshold:g}")
+    fig.update_yaxes(type="log", exponentformat="power", title="relative latent error")
+    return _layout(fig, 300, showlegend=False)
+
+
+def phase_map(grid: dict[str, Any], method: str, *, x_label: str, y_label: str) -> go.Figure:
+    """Success rate per cell as a heat map, with the certificate's predicted boundaries (where the share
+    of samples it calls identifiable drops below one half, along y) drawn over it."""
+    xs, ys = list(grid["x"]), list(grid["y"])
+    success = np.asarray(grid["success"], dtype=float)
+    text = np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.0%}")(success)
+    fig = go.Figure(
+        go.Heatmap(
+            x=[str(x) for x in xs],
+            y=[str(y) for y in ys],
+            z=success,
+            zmin=0,
+            zmax=1,
+            colorscale=[[0, "#FFFFFF"], [1, "#0072B2"]],
+            text=text,
+            texttemplate="%{text}",
+            customdata=np.dstack([grid["network"], grid["layerwise"]]),
+            hovertemplate=(
+                f"{x_label} %{{x}}, {y_label} %{{y}}<br>{method} success %{{z:.0%}}<br>"
+                "certificate: identifiable %{customdata[0]:.0%} (network), %{customdata[1]:.0%} (layer by layer)"
+                "<extra></extra>"
+            ),
+            colorbar={"title": "success", "tickformat": ".0%"},
+        )
+    )
+
+    def _y_position(value: float | None) -> float | None:
+        # categorical axis: index positions, interpolated between neighbouring values
+        if value is None:
+            return None
+        if value <= ys[0]:
+            return -0.5
+        if value >= ys[-1]:
+            return len(ys) - 0.5
+        for k in range(len(ys) - 1):
+            if ys[k] <= value <= ys[k + 1]:
+                return k + (value - ys[k]) / (ys[k + 1] - ys[k])
+        return None
+
+    for key, name, dash in (
+        ("boundary_network", "certificate: identifiable (whole network) above ½", "solid"),
+        ("boundary_layerwise", "certificate: layer-by-layer test above ½", "dash"),
+    ):
+        px, py = [], []
+        for j, b in enumerate(grid[key]):
+            yb = _y_position(b)
+            if yb is None:
+                continue
+            px += [j - 0.5, j + 0.5]
+            py += [yb, yb]
+        fig.add_scatter(
+            x=px,
+            y=py,
+            mode="lines",
+            name=name,
+            line={"color": "#D55E00" if dash == "solid" else "#000000", "width": 3, "dash": dash},
+            xaxis="x2",
+            yaxis="y2",
+            hoverinfo="skip",
+        )
+    fig.update_layout(
+        xaxis={"title": x_label, "type": "category"},
+        yaxis={"title": y_label, "type": "category"},
+        xaxis2={"overlaying": "x", "range": [-0.5, len(xs) - 0.5], "visible": False},
+        yaxis2={"overlaying": "y", "range": [-0.5, len(ys) - 0.5], "visible": False},
+    )
+    return _layout(
+        fig,
+        380,
+        top=40,
+        title={"text": f"{method}: success rate", "font": {"size": 14}},
+        legend={"orientation": "h", "y": -0.25},
+    )
+
+
+def network_codes(
+    widths: tuple[int, ...],
+    mask: np.ndarray | None,
+    *,
+    steps: list[dict[str, Any]] | None = None,
+    after: int = 0,
+    frame_maps: list[np.ndarray] | None = None,
+    frame: int | None = None,
+) -> list[np.ndarray]:
+    """The codes of :func:`network` for one replay position.
+
+    A layer-wise method after ``after`` of its ``steps`` (0 = only the measurements): every layer a
+    step has recovered shows its support against the truth, the others "not recovered yet". An
+    iterative method at ``frame`` of ``frame_maps`` (per hidden layer, (frames, units)): every hidden
+    layer's support at that iterate, and z estimated.
+    """
+    n_hidden = len(widths) - 2
+    out = np.full(widths[-1], 5, dtype=np.int8)
+    if mask is not None:
+        out[~np.asarray(mask, dtype=bool)] = 6
+    codes = [np.full(widths[0], 4, dtype=np.int8)] + [np.full(w, 4, dtype=np.int8) for w in widths[1:-1]] + [out]
+    if frame_maps is not None and frame is not None:
+        for i in range(n_hidden):
+            codes[i + 1] = np.asarray(frame_maps[i][frame], dtype=np.int8)
+        codes[0][:] = 7
+    for step in (steps or [])[:after]:
+        if step["layer"] == 0:
+            codes[0][:] = 7
+        elif step.get("map") is not None:
+            codes[step["layer"]] = np.asarray(step["map"], dtype=np.int8)
+    return codes
+
+
+def times(x: Any) -> str:
+    """A gain or condition number for a label: ``707``, ``1,534``, ``2.1e+07``, ``∞`` (``–`` when missing)."""
+    if x is None:
+        return "–"
+    x = float(x)
+    if not math.isfinite(x):
+        return "∞"
+    return f"{x:,.0f}" if x >= 10 and x < 1e6 else (f"{x:.2g}" if x < 10 else f"{x:.1e}")

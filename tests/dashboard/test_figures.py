@@ -42,7 +42,7 @@ def test_pursuit_steps_plots_residual_and_error_per_step():
     steps = [{"layer": 2, "residual": 1e-12, "error": 2e-12}, {"layer": 0, "residual": 0.0, "error": 3e-9}]
     fig = figures.pursuit_steps({"latent-pursuit": steps, "lbp": []})
     assert [t.name for t in fig.data] == ["latent-pursuit", "latent-pursuit"]
-    assert list(fig.data[0].x) == ["x2", "z"]
+    assert list(fig.data[0].x) == ["1: x2", "2: z"]
     assert fig.data[0].y[1] == pytest.approx(1e-17)  # zero residual floored for the log axis
     assert fig.data[1].y[1] == pytest.approx(3e-9)
 
@@ -69,13 +69,30 @@ def test_layer_errors_annotates_the_certificate():
     m = MethodOutcome(method="hybrid", metrics={"latent_error": 1e-10}, layers=[{"error": 1e-12}])
 
     cert = [
-        {"layer": 1, "identifiable": True, "paper_unique": "holds", "lbp_guaranteed": False},
-        {"layer": 0, "identifiable": False, "paper_unique": "fails", "lbp_guaranteed": True},
+        {
+            "layer": 1,
+            "identifiable": True,
+            "paper_unique": "holds",
+            "lbp_guaranteed": False,
+            "rows": 40,
+            "cardinality": 9,
+        },
+        {
+            "layer": 0,
+            "identifiable": False,
+            "paper_unique": "fails",
+            "lbp_guaranteed": True,
+            "rows": 3,
+            "cardinality": 4,
+        },
     ]
-    fig = figures.layer_errors({"hybrid": m}, cert)
+    fig = figures.layer_errors({"hybrid": m}, cert, threshold=1e-3)
     assert list(fig.data[0].y) == [1e-12, 1e-10]
     texts = [a.text for a in fig.layout.annotations]
-    assert "identifiable<br>paper ✓ · LBP ✗" in texts and "NOT identifiable<br>paper ✗ · LBP ✓" in texts
+    assert "step test ✓<br>40 eq. / 9 unknowns<br>paper ✓ · LBP ✗" in texts
+    assert "step test ✗<br>3 eq. / 4 unknowns<br>paper ✗ · LBP ✓" in texts
+    assert not any("NOT identifiable" in t for t in texts)  # a failed step test is not the verdict
+    assert any(s.y0 == 1e-3 for s in fig.layout.shapes)  # the success threshold
 
 
 def test_verdict_fractions_and_expansion_curve_carry_the_fractions():
@@ -110,3 +127,110 @@ def test_canvas_strokes_become_a_mask():
     assert not mask[1] and mask[15] and mask.sum() == 15
     with pytest.raises(ValueError, match="does not tile"):
         canvas.strokes_to_mask(np.zeros((41, 40)), (4, 4))
+
+
+def test_method_colours_come_from_the_one_palette():
+    from geninv.viz import METHOD_COLORS
+
+    assert figures.colour("gd") == METHOD_COLORS["gd"] and figures.colour("oracle") == METHOD_COLORS["oracle"]
+    line = figures.signal_line({"gd": np.zeros(3), "hybrid": np.ones(3)})
+    assert [t.line.color for t in line.data] == [METHOD_COLORS["gd"], METHOD_COLORS["hybrid"]]
+
+
+def test_convergence_draws_the_success_threshold_on_the_latent_error():
+    fig = figures.convergence(_history(2), "gd", threshold=1e-3)
+    assert any(s.y0 == 1e-3 and s.yref == "y2" for s in fig.layout.shapes)
+    assert not figures.convergence(_history(2), "gd").layout.shapes
+
+
+def test_network_picture_places_every_unit_once_and_clicks_map_back():
+    widths = (3, 8, 16)  # a 4 x 4 output, drawn as its image
+    codes = figures.network_codes(widths, np.array([True] * 12 + [False] * 4))
+    assert [c.tolist() for c in codes[:2]] == [[4] * 3, [4] * 8]  # nothing recovered yet
+    assert codes[2].tolist() == [5] * 12 + [6] * 4  # observed, then hidden pixels
+    fig = figures.network(widths, codes, title="before", selected=(1, 5), rows=4)
+    drawn = sum(len(t.x) for t in fig.data if not t.name.startswith("selected"))
+    assert drawn == sum(widths)
+    assert {t.name for t in fig.data} >= {"not recovered yet", "observed pixel", "hidden pixel", "selected: x1 unit 5"}
+    assert fig.layout.title.text == "before"
+    positions = figures.network_positions(widths, rows=4)
+    for layer, pos in enumerate(positions):
+        for unit, (x, y) in enumerate(pos):
+            assert figures.network_unit_at(widths, x, y, rows=4) == (layer, unit)
+    assert figures.network_unit_at(widths, -5.0, 3.0, rows=4) is None
+    assert len({tuple(p) for pos in positions for p in pos}) == sum(widths)  # no two units on one spot
+
+
+def test_network_codes_follow_the_pursuit_and_the_iterations():
+    widths = (2, 3, 4)
+    steps = [{"layer": 1, "map": np.array([1, 2, 3])}, {"layer": 0, "map": None}]
+    after_one = figures.network_codes(widths, None, steps=steps, after=1)
+    assert after_one[1].tolist() == [1, 2, 3] and after_one[0].tolist() == [4, 4]
+    after_two = figures.network_codes(widths, None, steps=steps, after=2)
+    assert after_two[0].tolist() == [7, 7]  # z estimated
+    frames = [np.array([[0, 1, 2], [1, 1, 0]])]
+    at_frame = figures.network_codes(widths, None, frame_maps=frames, frame=1)
+    assert at_frame[1].tolist() == [1, 1, 0] and at_frame[0].tolist() == [7, 7]
+
+
+def test_support_map_frames_the_highlighted_unit():
+    fig = figures.support_map({"gd": np.array([0, 1, 2, 3])}, 1, highlight=2)
+    assert fig.layout.shapes[0].x0 == 1.5 and fig.layout.shapes[0].x1 == 2.5
+    assert "unit 2: gd: missed" in fig.layout.title.text
+
+
+def test_batch_figures_carry_the_intervals_and_every_error():
+    summary = [
+        {"method": "gd", "success_rate": 0.5, "success_low": 0.3, "success_high": 0.7, "recovered": 5, "samples": 10},
+        {
+            "method": "hybrid",
+            "success_rate": 1.0,
+            "success_low": 0.72,
+            "success_high": 1.0,
+            "recovered": 10,
+            "samples": 10,
+        },
+    ]
+    rates = figures.batch_rates(summary)
+    assert [t.y[0] for t in rates.data] == [0.5, 1.0]
+    assert rates.data[0].error_y.array[0] == pytest.approx(0.2) and rates.data[0].error_y.arrayminus[
+        0
+    ] == pytest.approx(0.2)
+    assert rates.data[0].marker.color == figures.colour("gd")
+    errors = figures.batch_errors({"gd": np.array([1e-2, 0.0, np.nan])}, threshold=1e-3)
+    assert errors.data[0].y[0] == 1e-2 and errors.data[0].y[1] == 1e-17 and np.isnan(errors.data[0].y[2])
+    assert errors.layout.shapes[0].y0 == 1e-3
+
+
+def test_phase_map_heat_and_the_certificates_boundaries():
+    grid = {
+        "x": [1.5, 3.0],
+        "y": [0.0, 0.4, 0.8],
+        "success": np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 0.5]]),
+        "network": np.array([[0.1, 1.0], [0.0, 1.0], [0.0, 1.0]]),
+        "layerwise": np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 0.2]]),
+        "boundary_network": [0.0, 0.8],
+        "boundary_layerwise": [0.0, 0.6],
+    }
+    fig = figures.phase_map(grid, "latent-pursuit", x_label="expansion", y_label="missing")
+    heat, network, layerwise = fig.data
+    np.testing.assert_array_equal(np.asarray(heat.z), grid["success"])
+    assert list(network.x) == [-0.5, 0.5, 0.5, 1.5] and list(network.y) == [-0.5, -0.5, 2.5, 2.5]
+    assert list(layerwise.y)[2:] == [1.5, 1.5]  # halfway between 0.4 and 0.8
+    assert "whole network" in network.name and "layer-by-layer" in layerwise.name
+
+
+def test_verdict_fractions_show_the_whole_network_line():
+    summary = [
+        {"layer": 1, "identifiable": 0.0, "paper_unique_holds": 0.0, "lbp_guaranteed": 0.0},
+        {"layer": "all", "identifiable": 0.0, "identifiable_network": 1.0},
+    ]
+    fig = figures.verdict_fractions(summary)
+    line = next(t for t in fig.data if t.name.startswith("identifiable (whole network)"))
+    assert list(line.y) == [1.0] and line.name.endswith(": 100%")
+    assert [t.name for t in fig.data if t.type == "bar"][0] == "layer-by-layer rank test"
+
+
+def test_times_formats_gains():
+    assert figures.times(707.4) == "707" and figures.times(1534.2) == "1,534" and figures.times(float("inf")) == "∞"
+    assert figures.times(3.6) == "3.6" and figures.times(2.1e7) == "2.1e+07" and figures.times(None) == "–"
