@@ -38,6 +38,8 @@ _LAZY = {
     "experiments": "geninv.experiments",
     "limits": "geninv.limits",
     "demo": "geninv.demo",
+    "lessons": "geninv.lessons",
+    "digits": "geninv.digits",
 }
 
 
@@ -77,8 +79,10 @@ __all__ = [
     "__version__",
     "certify",
     "demo",
+    "digits",
     "experiments",
     "invert",
+    "lessons",
     "limits",
     "load_generator",
     "masks",

@@ -1,7 +1,7 @@
 """Train the shipped MNIST generator: the decoder of a small fully connected VAE.
 
     python -m geninv.train mnist --data ../shared/data/mnist --out geninv/assets --seed 0 --epochs 100
-    python -m geninv.train digits --data ../shared/data/mnist --out geninv/assets   # the shipped real digits
+    python -m geninv.train digits --data DIR --out geninv/assets   # the shipped real digits (DIR: idx files)
 
 The decoder is ``20 -> 128 -> 392 -> 784`` with relu hidden units, biases and a sigmoid output;
 the encoder is thrown away. MNIST (Y. LeCun, C. Cortes, C. Burges) is CC BY-SA 3.0.

@@ -170,6 +170,8 @@ with st.container(border=True):
     left, right = st.columns([1, 1])
     with left:
         st.markdown(f"**Certificate: {head}.**")
+        if outcome.digit is not None:
+            why = "At the projection (a real digit has no latent of its own): " + why[0].lower() + why[1:]
         st.caption(why)
     with right:
         c1, c2, c3 = st.columns(3)
@@ -195,6 +197,8 @@ with st.container(border=True):
 # One scale for every difference image: the worst reconstruction is drawn at full colour, an exact one
 # stays white (never below 1e-6, so that rounding noise is not blown up into a pattern).
 diff_scale = max([1e-6] + [float(np.abs(np.asarray(m.x_hat) - outcome.x_true).max()) for m in ok.values()])
+if outcome.digit is None and diff_scale <= 1e-6:  # every reconstruction exact: blank images would only take room
+    diff_scale = 0.0
 panels: list[tuple[str, np.ndarray, str, np.ndarray | None, np.ndarray | None]] = []
 if outcome.digit is not None:
     d = outcome.digit
@@ -218,7 +222,7 @@ for name, m in ok.items():
     caption = _caption_metrics(m) + (" · knows the true supports" if name == demo.ORACLE else "")
     if outcome.digit is not None:
         caption += f" · {m.metrics.get('digit_error', float('nan')):.0%} from the digit"
-    diff = viz.difference_image(m.x_hat, outcome.x_true, shape, scale=diff_scale) if shape else None
+    diff = viz.difference_image(m.x_hat, outcome.x_true, shape, scale=diff_scale) if shape and diff_scale else None
     panels.append((label, m.x_hat, caption, None, diff))
 
 st.subheader("Results")
@@ -236,10 +240,13 @@ if shape:
                     caption=f"difference to {'the digit' if outcome.digit else 'G(z)'}: max {top:.1e}",
                     width="stretch",
                 )
-    st.caption(
-        f"Difference images: white = exact, blue = too dark, vermillion = too bright; full colour = ±{diff_scale:.1e} "
-        "(the largest difference of any method here), the same scale for all."
-    )
+    if diff_scale:
+        st.caption(
+            f"Difference images: white = exact, blue = too dark, vermillion = too bright; full colour = "
+            f"±{diff_scale:.1e} (the largest difference of any method here), the same scale for all."
+        )
+    else:
+        st.caption("Every reconstruction matches G(z) to within 1e-6 on every pixel: no difference image to show.")
 else:
     signals = {"original": outcome.x_true} | {name: m.x_hat for name, m in ok.items()}
     st.plotly_chart(figures.signal_line(signals, outcome.mask), width="stretch")
@@ -257,9 +264,19 @@ st.dataframe(
         "method": st.column_config.TextColumn("method", help=DEF["oracle"] if demo.ORACLE in ok else None),
         "status": st.column_config.TextColumn("status", help=DEF["status"]),
         "recovered": st.column_config.CheckboxColumn("recovered z", help=DEF["recovered"]),
-        "latent_error": st.column_config.NumberColumn("latent error", format="%.2e", help=DEF["latent_error"]),
-        "psnr_db": st.column_config.NumberColumn("PSNR (dB)", format="%.1f", help=DEF["psnr_db"]),
-        "signal_error": st.column_config.NumberColumn("signal error", format="%.2e", help=DEF["signal_error"]),
+        "latent_error": st.column_config.NumberColumn(
+            "latent error" if outcome.digit is None else "latent error (to the projection)",
+            format="%.2e",
+            help=DEF["latent_error"],
+        ),
+        "psnr_db": st.column_config.NumberColumn(
+            "PSNR (dB)" if outcome.digit is None else "PSNR to the projection", format="%.1f", help=DEF["psnr_db"]
+        ),
+        "signal_error": st.column_config.NumberColumn(
+            "signal error" if outcome.digit is None else "signal error (to the projection)",
+            format="%.2e",
+            help=DEF["signal_error"],
+        ),
         "observed_residual": st.column_config.NumberColumn(
             "residual on observed", format="%.2e", help=DEF["observed_residual"]
         ),
@@ -295,15 +312,15 @@ def _network_view(name: str, codes: list[np.ndarray], title: str) -> None:
     st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points", width="stretch")
     st.caption(
         "Each dot is a unit: blue found, orange missed, vermillion ✕ false alarm, light grey inactive, "
-        "open grey not recovered yet; output pixels grey (observed) or red (hidden). Click a unit to "
-        "follow it in the support maps."
+        "open grey not recovered yet; z is a blue diamond when recovered, an open vermillion one when not; "
+        "output pixels grey (observed) or red (hidden). Click a unit to follow it in the support maps."
     )
 
 
 def _advance(key: str, options: list, play_key: str) -> None:
     """One tick of playback: move ``speed`` positions; at the end stop, and redraw the page (Play again)."""
-    if not st.session_state.get(play_key):
-        return
+    if not st.session_state.get(play_key) or st.session_state.pop(f"_fresh_{play_key}", False):
+        return  # paused, or the first frame after Play: show where playback starts
     pos = options.index(st.session_state[key])
     if pos + 1 >= len(options):
         st.session_state[play_key] = False
@@ -344,7 +361,10 @@ def _frame_view(name: str, m: demo.MethodOutcome) -> None:
         )
         st.caption("Click a point on a curve to jump there. Dotted line: the success threshold.")
     if h.get("frame_maps") is not None:
-        codes = figures.network_codes(outcome.widths, outcome.mask, frame_maps=h["frame_maps"], frame=idx)
+        frame_error = None if h["frame_errors"] is None else float(h["frame_errors"][idx])
+        codes = figures.network_codes(
+            outcome.widths, outcome.mask, frame_maps=h["frame_maps"], frame=idx, frame_error=frame_error
+        )
         _network_view(name, codes, f"{name} at iteration {k} of {its[-1]}: supports of its iterate")
 
 
@@ -382,7 +402,7 @@ def _step_view(name: str, m: demo.MethodOutcome) -> None:
             st.plotly_chart(
                 figures.layer_state(s["estimate"], s["truth"], s["layer"]), width="stretch", key=f"state_{name}"
             )
-    codes = figures.network_codes(outcome.widths, outcome.mask, steps=m.steps, after=pos)
+    codes = figures.network_codes(outcome.widths, outcome.mask, steps=m.steps, after=pos, threshold=outcome.threshold)
     title = f"{name}: {choice_label} ({pos} of {len(m.steps)} steps)"
     _network_view(name, codes, title)
 
@@ -414,6 +434,7 @@ def _replay(name: str) -> None:
             elif st.session_state.get(f"step_{name}", "").startswith(f"after step {len(m.steps)}:"):
                 st.session_state[f"step_{name}"] = "observed y"
         st.session_state[play_key] = not playing
+        st.session_state[f"_fresh_{play_key}"] = not playing
         st.rerun()
 
     @st.fragment(run_every=TICK_SECONDS if playing else None)

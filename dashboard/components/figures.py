@@ -261,8 +261,11 @@ def layer_state(estimate: np.ndarray, truth: np.ndarray, layer: int) -> go.Figur
 def signal_line(signals: dict[str, np.ndarray], mask: np.ndarray | None = None) -> go.Figure:
     """Non-image outputs as lines; hidden coordinates shaded."""
     fig = go.Figure()
-    for name, x in signals.items():
-        fig.add_scatter(y=np.asarray(x, float), mode="lines", name=name, line={"color": colour(name)})
+    for k, (name, x) in enumerate(signals.items()):
+        # The first signal (the original) wide and grey underneath; each method thin in its own colour and
+        # dash on top, so that an exact reconstruction does not hide the original.
+        line = {"color": "#BBBBBB", "width": 5} if k == 0 else method_style(name)["line"] | {"width": 1.5}
+        fig.add_scatter(y=np.asarray(x, float), mode="lines", name=name, line=line)
     if mask is not None:
         hidden = np.flatnonzero(~np.asarray(mask, bool))
         if hidden.size:
@@ -342,7 +345,8 @@ NETWORK_CODES = {
     4: ("not recovered yet", "#BBBBBB", "circle-open"),
     5: ("observed pixel", "#555555", "square"),
     6: ("hidden pixel", "#E6503C", "square-open"),  # the red of hidden pixels in the images
-    7: ("latent estimated", "#555555", "diamond"),
+    7: ("latent recovered (error ≤ 1e-3)", SUPPORT_COLOURS[1], "diamond"),
+    8: ("latent estimated, not recovered", SUPPORT_COLOURS[3], "diamond-open"),
 }
 """Codes of the network picture: the four support codes, then the states of the other units."""
 NETWORK_ROWS = 56
@@ -587,14 +591,21 @@ def network_codes(
     after: int = 0,
     frame_maps: list[np.ndarray] | None = None,
     frame: int | None = None,
+    frame_error: float | None = None,
+    threshold: float = 1e-3,
 ) -> list[np.ndarray]:
     """The codes of :func:`network` for one replay position.
 
     A layer-wise method after ``after`` of its ``steps`` (0 = only the measurements): every layer a
     step has recovered shows its support against the truth, the others "not recovered yet". An
     iterative method at ``frame`` of ``frame_maps`` (per hidden layer, (frames, units)): every hidden
-    layer's support at that iterate, and z estimated.
+    layer's support at that iterate. z, once estimated, is "recovered" when its relative error (the
+    step's ``error``, or ``frame_error``) is at most ``threshold``.
     """
+
+    def latent(error: float | None) -> int:
+        return 7 if error is not None and error <= threshold else 8
+
     n_hidden = len(widths) - 2
     out = np.full(widths[-1], 5, dtype=np.int8)
     if mask is not None:
@@ -603,10 +614,10 @@ def network_codes(
     if frame_maps is not None and frame is not None:
         for i in range(n_hidden):
             codes[i + 1] = np.asarray(frame_maps[i][frame], dtype=np.int8)
-        codes[0][:] = 7
+        codes[0][:] = latent(frame_error)
     for step in (steps or [])[:after]:
         if step["layer"] == 0:
-            codes[0][:] = 7
+            codes[0][:] = latent(step.get("error"))
         elif step.get("map") is not None:
             codes[step["layer"]] = np.asarray(step["map"], dtype=np.int8)
     return codes

@@ -48,8 +48,8 @@ def metric_for(config: dict) -> str:
 
 def build_figure(payload: dict, preset: str):
     config = payload["config"]
-    fig = figure(payload["records"], metric_for(config), title=TITLES.get(preset, preset))
     threshold = config["threshold"]
+    fig = figure(payload["records"], metric_for(config), title=TITLES.get(preset, preset), threshold=threshold)
     subtitle = (
         f"{config['trials']} signals per point; success = relative latent error ≤ {threshold:g}; "
         "where methods tie, the wider line is underneath"

@@ -133,8 +133,9 @@ def test_method_colours_come_from_the_one_palette():
     from geninv.viz import METHOD_COLORS
 
     assert figures.colour("gd") == METHOD_COLORS["gd"] and figures.colour("oracle") == METHOD_COLORS["oracle"]
-    line = figures.signal_line({"gd": np.zeros(3), "hybrid": np.ones(3)})
-    assert [t.line.color for t in line.data] == [METHOD_COLORS["gd"], METHOD_COLORS["hybrid"]]
+    line = figures.signal_line({"original": np.zeros(3), "gd": np.zeros(3), "hybrid": np.ones(3)})
+    assert [t.line.color for t in line.data[1:]] == [METHOD_COLORS["gd"], METHOD_COLORS["hybrid"]]
+    assert line.data[0].line.width > line.data[1].line.width  # the original underneath, visible
 
 
 def test_convergence_draws_the_success_threshold_on_the_latent_error():
@@ -163,14 +164,16 @@ def test_network_picture_places_every_unit_once_and_clicks_map_back():
 
 def test_network_codes_follow_the_pursuit_and_the_iterations():
     widths = (2, 3, 4)
-    steps = [{"layer": 1, "map": np.array([1, 2, 3])}, {"layer": 0, "map": None}]
+    steps = [{"layer": 1, "map": np.array([1, 2, 3]), "error": 0.5}, {"layer": 0, "map": None, "error": 1e-9}]
     after_one = figures.network_codes(widths, None, steps=steps, after=1)
     assert after_one[1].tolist() == [1, 2, 3] and after_one[0].tolist() == [4, 4]
     after_two = figures.network_codes(widths, None, steps=steps, after=2)
-    assert after_two[0].tolist() == [7, 7]  # z estimated
+    assert after_two[0].tolist() == [7, 7]  # z recovered
+    wrong = [steps[0], steps[1] | {"error": 0.4}]
+    assert figures.network_codes(widths, None, steps=wrong, after=2)[0].tolist() == [8, 8]  # estimated, wrong
     frames = [np.array([[0, 1, 2], [1, 1, 0]])]
-    at_frame = figures.network_codes(widths, None, frame_maps=frames, frame=1)
-    assert at_frame[1].tolist() == [1, 1, 0] and at_frame[0].tolist() == [7, 7]
+    at_frame = figures.network_codes(widths, None, frame_maps=frames, frame=1, frame_error=2e-3)
+    assert at_frame[1].tolist() == [1, 1, 0] and at_frame[0].tolist() == [8, 8]
 
 
 def test_support_map_frames_the_highlighted_unit():
@@ -228,7 +231,7 @@ def test_verdict_fractions_show_the_whole_network_line():
     fig = figures.verdict_fractions(summary)
     line = next(t for t in fig.data if t.name.startswith("identifiable (whole network)"))
     assert list(line.y) == [1.0] and line.name.endswith(": 100%")
-    assert [t.name for t in fig.data if t.type == "bar"][0] == "layer-by-layer rank test"
+    assert next(t.name for t in fig.data if t.type == "bar") == "layer-by-layer rank test"
 
 
 def test_times_formats_gains():

@@ -169,7 +169,9 @@ def test_replay_follows_the_latest_run_and_play_pause_behave():
     at.run()
     assert at.session_state["play_latent-pursuit"] is True
     steps = at.select_slider(key="step_latent-pursuit")
-    assert steps.value == steps.options[1]  # restarted at the measurements, then one tick
+    assert steps.value == steps.options[0]  # restarted at the measurements
+    at.run()  # one tick
+    assert at.select_slider(key="step_latent-pursuit").value == steps.options[1]
     assert next(b for b in at.button if b.key == "btn_latent-pursuit").label == "⏸ Pause"
     for _ in range(len(steps.options)):
         at.run()  # ticks (AppTest reruns the page; the page's fragment advances as the timer would)
@@ -179,6 +181,8 @@ def test_replay_follows_the_latest_run_and_play_pause_behave():
     # Pause keeps the position: Play again from a middle position resumes there instead of restarting.
     at.select_slider(key="step_latent-pursuit").set_value(steps.options[1]).run()
     next(b for b in at.button if b.key == "btn_latent-pursuit").click()
+    at.run()
+    assert at.select_slider(key="step_latent-pursuit").value == steps.options[1]  # resumes, no restart
     at.run()
     assert at.select_slider(key="step_latent-pursuit").value == steps.options[2]
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from geninv import lessons
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("GENINV_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -265,3 +267,157 @@ def test_a_long_run_stops_on_stop_and_when_its_session_goes_away(app_server):
             time.sleep(0.5)
         assert "went away: stopping its run" in log_path.read_text()
         browser.close()
+
+
+def _no_horizontal_scroll(page) -> None:
+    """The page fits its width: neither the document nor the main panel scrolls sideways."""
+    widths = page.evaluate(
+        "(() => { const d = document.documentElement, m = document.querySelector('[data-testid=stMain]');"
+        " return [d.scrollWidth, d.clientWidth, m.scrollWidth, m.clientWidth]; })()"
+    )
+    assert widths[0] <= widths[1] and widths[2] <= widths[3], widths
+
+
+def _network_title(page) -> str:
+    chart = (
+        page.get_by_test_id("stPlotlyChart")
+        .filter(has_text="supports of its iterate")
+        .or_(page.get_by_test_id("stPlotlyChart").filter(has_text=" steps)"))
+    )
+    return chart.first.locator(".gtitle").text_content(timeout=10_000) or ""
+
+
+_RECORD_TITLES = """() => {
+    // Every title the network picture shows, in order, however fast the replay moves. While the page
+    // reruns, Streamlit keeps the previous element beside the new one, marked stale: it is skipped.
+    window.__titles = [];
+    new MutationObserver(() => {
+        for (const el of document.querySelectorAll('[data-testid=stPlotlyChart] .gtitle')) {
+            const box = el.closest('[data-testid=stElementContainer]');
+            if (box && box.getAttribute('data-stale') === 'true') continue;
+            const t = el.textContent;
+            if ((t.includes(' steps)') || t.includes('supports of its iterate'))
+                && window.__titles[window.__titles.length - 1] !== t) window.__titles.push(t);
+        }
+    }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+def _play_button(page) -> str:
+    """The replay button's label, "▶ Play" or "⏸ Pause" (not a stale copy kept while the page reruns)."""
+    for _ in range(60):
+        labels = page.evaluate(
+            """() => Array.from(document.querySelectorAll('button'))
+                .filter(b => { const c = b.closest('[data-testid=stElementContainer]');
+                               return !c || c.getAttribute('data-stale') !== 'true'; })
+                .map(b => b.textContent).filter(t => t.includes('Play') || t.includes('Pause'))"""
+        )
+        if len(labels) == 1:
+            return labels[0]
+        page.wait_for_timeout(250)
+    raise AssertionError(f"no single Play / Pause button: {labels}")
+
+
+def _wait_for_button(page, label: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while _play_button(page) != label:
+        assert time.monotonic() < deadline, f"the replay button never read {label!r}"
+        page.wait_for_timeout(200)
+
+
+def test_a_lesson_plays_end_to_end_and_the_network_picture_follows_the_replay(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(f"{app_url}/?lesson=expansion", timeout=60_000)
+        expect(page.get_by_text("Lesson · Expansion makes a generator invertible")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Results", exact=True)).to_be_visible(timeout=120_000)
+        _settle(page)
+        assert "lesson=expansion" in page.url
+        _no_horizontal_scroll(page)
+        # The lesson's replay is latent-pursuit, shown at its end; Play starts over and walks to z.
+        assert _network_title(page) == "latent-pursuit: after step 3: z (3 of 3 steps)"
+        page.evaluate(_RECORD_TITLES)
+        page.get_by_role("button", name="▶ Play").click()
+        _wait_for_button(page, "⏸ Pause")
+        _wait_for_button(page, "▶ Play")  # at the end, Pause becomes Play again
+        _settle(page)
+        states = [t for t in page.evaluate("window.__titles") if t.startswith("latent-pursuit:")]
+        assert states[-4:] == [
+            "latent-pursuit: observed y (0 of 3 steps)",
+            "latent-pursuit: after step 1: x2 (1 of 3 steps)",
+            "latent-pursuit: after step 2: x1 (2 of 3 steps)",
+            "latent-pursuit: after step 3: z (3 of 3 steps)",
+        ]
+        # gd's iterations, fast: the picture follows the iterate; Pause stops it where it is.
+        page.get_by_test_id("stMain").get_by_role("radiogroup").first.get_by_text("gd", exact=True).click()
+        _settle(page)
+        slider = page.get_by_test_id("stSlider").filter(has_text="Speed")
+        slider.get_by_role("slider").focus()
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")  # 8 frames per tick
+        _settle(page)
+        page.evaluate(_RECORD_TITLES)
+        page.get_by_role("button", name="▶ Play").click()
+        its: list[int] = []
+        for _ in range(120):
+            titles = [t for t in page.evaluate("window.__titles") if t.startswith("gd at iteration")]
+            its = [int(t.split()[3]) for t in titles]  # the first may still be the end, before Play took effect
+            if 0 in its and len(its) - its.index(0) >= 3:
+                break
+            page.wait_for_timeout(250)
+        assert 0 in its, its  # Play at the end starts over
+        its = its[its.index(0) :]
+        assert len(its) >= 3 and its == sorted(its), its  # the picture walks forward with the replay
+        page.get_by_role("button", name="⏸ Pause").click()
+        _wait_for_button(page, "▶ Play")
+        _settle(page)
+        paused = _network_title(page)
+        page.wait_for_timeout(2000)
+        assert _network_title(page) == paused
+        assert page.get_by_test_id("stException").count() == 0
+        browser.close()
+
+
+LESSON_SHOTS = os.environ.get("GENINV_LESSON_SCREENSHOTS")
+LESSONS = tuple(lessons.LESSONS)
+
+
+@pytest.mark.parametrize("name", list(LESSONS))
+def test_each_lesson_fits_a_1280x720_screen(app_url, tmp_path, name):
+    """Every lesson at 1280x720 without sideways scrolling; with GENINV_LESSON_SCREENSHOTS=docs/lessons it
+    writes each lesson's page (1280 wide, every section) there, otherwise it checks one lesson only."""
+    from playwright.sync_api import expect, sync_playwright
+
+    if not LESSON_SHOTS and name != "noise":
+        pytest.skip("set GENINV_LESSON_SCREENSHOTS=docs/lessons to check and photograph every lesson")
+    folder = Path(LESSON_SHOTS) if LESSON_SHOTS else tmp_path
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(f"{app_url}/?lesson={name}", timeout=60_000)
+        expect(page.get_by_text("Results", exact=True)).to_be_visible(timeout=180_000)
+        _settle(page)
+        page.wait_for_timeout(2000)  # let the charts draw
+        _no_horizontal_scroll(page)
+        assert page.get_by_test_id("stException").count() == 0
+        height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
+        page.set_viewport_size({"width": 1280, "height": int(height)})  # same width: the same layout, all of it
+        page.wait_for_timeout(1500)
+        folder.mkdir(parents=True, exist_ok=True)
+        shot = folder / f"{name}.png"
+        page.screenshot(path=str(shot))
+        browser.close()
+    _shrink_png(shot)
+    assert shot.stat().st_size > 20_000
+
+
+def _shrink_png(path: Path) -> None:
+    """Screenshots in the repository are kept small: 256 colours are plenty for a page of text and plots."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
