@@ -103,8 +103,9 @@ LESSONS: dict[str, Lesson] = {
                 "around 1e-1 although its image is within 0.2% of the truth: it is not stuck in a wrong "
                 "basin, its error is still falling slowly (Convergence tab) because this latent is badly "
                 "conditioned. With more steps it gets there; pursuit does not need them.",
-                "Turn on Batch (20 samples) to see that this is typical, not a lucky sample: compare the "
-                "success rates and their confidence intervals.",
+                "This sample is one of gd's slow cases, not the rule: the Batch tab (20 samples) shows gd "
+                "reaching the threshold on most samples but not all, latent-pursuit on every one, at about "
+                "a hundredth of gd's time; read the success rates with their confidence intervals.",
             ),
             unfold=("options:gd", "replay"),
             replay="gd",

@@ -187,11 +187,15 @@ with st.container(border=True):
             c3.metric("usable pixels", f"{net.get('equations_output')}", help=DEF["equations"])
     if outcome.sigma > 0:
         dropped = int(net.get("observed", 0)) - int(net.get("equations_output", 0))
+        saturated = (
+            f"{dropped} of {net.get('observed')} observed pixels are within 3σ of saturation and give no equation "
+            "to the layer-by-layer test (their value says only “near 0 or 1”). "
+            if dropped > 0 and G.output_activation.name in ("sigmoid", "tanh")
+            else ""
+        )
         st.caption(
-            f"Noise σ = {outcome.sigma:.3g}: {dropped} of {net.get('observed')} observed pixels are within 3σ of "
-            "saturation and give no equation to the layer-by-layer test (their value says only “near 0 or 1”). "
-            f"Expect a latent error near {net.get('predicted_error', float('nan')):.2g} even from the best method: "
-            "compare with the oracle row."
+            f"Noise σ = {outcome.sigma:.3g}: {saturated}Expect a latent error near "
+            f"{net.get('predicted_error', float('nan')):.2g} even from the best method: compare with the oracle row."
         )
 
 # One scale for every difference image: the worst reconstruction is drawn at full colour, an exact one
@@ -402,7 +406,10 @@ def _step_view(name: str, m: demo.MethodOutcome) -> None:
             st.plotly_chart(
                 figures.layer_state(s["estimate"], s["truth"], s["layer"]), width="stretch", key=f"state_{name}"
             )
-    codes = figures.network_codes(outcome.widths, outcome.mask, steps=m.steps, after=pos, threshold=outcome.threshold)
+    final = [info["map"] for info in m.layers]
+    codes = figures.network_codes(
+        outcome.widths, outcome.mask, steps=m.steps, after=pos, threshold=outcome.threshold, final_maps=final
+    )
     title = f"{name}: {choice_label} ({pos} of {len(m.steps)} steps)"
     _network_view(name, codes, title)
 

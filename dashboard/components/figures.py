@@ -593,6 +593,7 @@ def network_codes(
     frame: int | None = None,
     frame_error: float | None = None,
     threshold: float = 1e-3,
+    final_maps: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """The codes of :func:`network` for one replay position.
 
@@ -600,7 +601,9 @@ def network_codes(
     step has recovered shows its support against the truth, the others "not recovered yet". An
     iterative method at ``frame`` of ``frame_maps`` (per hidden layer, (frames, units)): every hidden
     layer's support at that iterate. z, once estimated, is "recovered" when its relative error (the
-    step's ``error``, or ``frame_error``) is at most ``threshold``.
+    step's ``error``, or ``frame_error``) is at most ``threshold``. After the last step, ``final_maps``
+    (the method's final supports, per hidden layer) replace the steps' own: a joint refit of z at the
+    end re-decides every layer's pattern.
     """
 
     def latent(error: float | None) -> int:
@@ -620,6 +623,9 @@ def network_codes(
             codes[0][:] = latent(step.get("error"))
         elif step.get("map") is not None:
             codes[step["layer"]] = np.asarray(step["map"], dtype=np.int8)
+    if steps and after >= len(steps) and final_maps is not None:
+        for i, final in enumerate(final_maps):
+            codes[i + 1] = np.asarray(final, dtype=np.int8)
     return codes
 
 

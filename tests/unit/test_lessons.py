@@ -69,6 +69,10 @@ def test_each_lesson_shows_what_its_text_says():
     assert rows["gd"]["latent_error"] > 1e-3 and rows["gd"]["signal_error"] < 2e-3  # close image, slow latent
     loss = out.methods["gd"].history["loss"].min(axis=1)
     assert loss[-1] < loss[len(loss) // 2]  # still falling when the budget ends, not stuck
+    G = io.generator_from_spec("mnist").double()
+    batch = {r["method"]: r for r in demo.run_batch(G, lessons.get("masks").experiment, 20).summary()}
+    assert 0.5 <= batch["gd"]["success_rate"] < 1 and batch["latent-pursuit"]["success_rate"] == 1
+    assert batch["latent-pursuit"]["seconds_per_signal"] < batch["gd"]["seconds_per_signal"] / 20
 
     out, rows = _run("noise")
     assert out.verdict[0].startswith("identifiable but unstable") and out.network["condition"] > 300
