@@ -296,7 +296,7 @@ if demo.ORACLE in ok:
 
 tab_names = ["▶ Replay & network", "Supports per layer", "Convergence", "Certificate vs. achieved"]
 tab_names += ["Batch: many samples", "Export & share"]
-tab_replay, tab_support, tab_conv, tab_cert, tab_batch, tab_export = st.tabs(tab_names)
+tab_replay, tab_support, tab_conv, tab_cert, tab_batch, tab_export = st.tabs(tab_names, key="result_tab")
 selected_unit = st.session_state.get("net_unit")
 
 

@@ -477,13 +477,13 @@ def batch_rates(summary: list[dict[str, Any]]) -> go.Figure:
                 "color": "#333333",
             },
             text=[f"{row['recovered']}/{row['samples']}"],
-            textposition="inside",
+            textposition="outside",
             hovertemplate=(
                 f"{row['method']}: {rate:.0%} (95% CI {row['success_low']:.0%} – {row['success_high']:.0%})"
                 "<extra></extra>"
             ),
         )
-    fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="success rate (95% Wilson interval)")
+    fig.update_yaxes(range=[0, 1.15], tickformat=".0%", title="success rate (95% Wilson interval)")
     return _layout(fig, 300, showlegend=False)
 
 
