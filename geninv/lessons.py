@@ -28,8 +28,9 @@ class Lesson:
     notice : tuple of str
         "What to notice": a few short sentences, each a bullet.
     unfold : tuple of str
-        Controls the dashboard opens for this lesson: ``"options:METHOD"`` (a method's options),
-        ``"certificate"``, ``"replay"``, ``"network"``.
+        Controls the dashboard opens for this lesson: ``"options:METHOD"`` (a method's options), and the
+        results tab to show first, the first of ``"certificate"``, ``"replay"``, ``"network"`` (the replay
+        with the network picture).
     replay : str
         The method the replay shows first.
     """
@@ -65,7 +66,7 @@ LESSONS: dict[str, Lesson] = {
                 "Try it: set the widths to 20-30-45-68 (expansion 1.5) and press Run: the certificate "
                 "turns to not identifiable and no method finds z.",
             ),
-            unfold=("certificate", "network"),
+            unfold=("network",),
             replay="latent-pursuit",
         ),
         Lesson(

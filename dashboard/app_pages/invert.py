@@ -296,7 +296,13 @@ if demo.ORACLE in ok:
 
 tab_names = ["▶ Replay & network", "Supports per layer", "Convergence", "Certificate vs. achieved"]
 tab_names += ["Batch: many samples", "Export & share"]
-tab_replay, tab_support, tab_conv, tab_cert, tab_batch, tab_export = st.tabs(tab_names, key="result_tab")
+# A lesson opens the tab its text is about; each lesson has its own tab set, so that the choice applies when
+# the lesson starts and the visitor's own clicks are kept across reruns after that.
+lesson_tabs = {"certificate": tab_names[3], "replay": tab_names[0], "network": tab_names[0]}
+opened = next((lesson_tabs[u] for u in (st.session_state.get("_unfold") or ()) if u in lesson_tabs), None)
+tab_replay, tab_support, tab_conv, tab_cert, tab_batch, tab_export = st.tabs(
+    tab_names, key=f"result_tab_{lesson.name}" if lesson is not None else "result_tab", default=opened
+)
 selected_unit = st.session_state.get("net_unit")
 
 
@@ -520,7 +526,21 @@ with tab_cert:
         "identifiable": st.column_config.CheckboxColumn("step test", help=DEF["identifiable_layerwise"]),
     }
     labels |= {c: st.column_config.NumberColumn(c, format="%.2e") for c in cert_table.columns if c.endswith(": error")}
-    st.dataframe(cert_table, hide_index=True, width="stretch", column_config=labels)
+    # What decides first (equations against unknowns, the step test, its gain), then what each method reached
+    # there, then the paper's bounds: the table scrolls sideways inside itself, the page does not.
+    first = [
+        "layer",
+        "cardinality",
+        "rows",
+        "expansion",
+        "identifiable",
+        "noise_gain",
+        "paper_unique",
+        "lbp_guaranteed",
+    ]
+    achieved = [c for c in cert_table.columns if ": " in c]
+    order = first + achieved + [c for c in cert_table.columns if c not in first and c not in achieved]
+    st.dataframe(cert_table, hide_index=True, width="stretch", column_config=labels, column_order=order)
     st.caption(
         f"Product of the step gains {figures.times(net.get('step_gain_product'))} against the end-to-end gain "
         f"{figures.times(net.get('noise_gain'))}: {DEF['step_gain_product']}"

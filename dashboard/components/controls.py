@@ -74,7 +74,7 @@ def start_lesson(name: str) -> demo.Experiment:
     s = st.session_state
     s["lesson"] = lesson.name
     s["replay_method"] = lesson.replay
-    s["_unfold"] = set(lesson.unfold)
+    s["_unfold"] = tuple(lesson.unfold)  # in order: the first tab it names is opened
     return exp
 
 
@@ -82,7 +82,7 @@ def _lesson_changed() -> None:
     """Selector callback (runs before the page): load the chosen lesson, or leave lessons."""
     name = st.session_state.get("lesson") or ""
     if not name:
-        st.session_state["_unfold"] = set()
+        st.session_state["_unfold"] = ()
         return
     try:
         st.session_state["_autorun"] = start_lesson(name)
@@ -312,7 +312,7 @@ def methods_form() -> tuple[bool, tuple[str, ...], dict[str, dict[str, Any]], in
     st.sidebar.subheader("4 · Methods")
     names = methods()
     st.session_state.setdefault("methods", ["gd", "latent-pursuit"])
-    unfold = st.session_state.get("_unfold") or set()
+    unfold = st.session_state.get("_unfold") or ()
     with st.sidebar.form("methods_form"):
         chosen = st.multiselect("Methods", names, key="methods")
         options: dict[str, dict[str, Any]] = {}

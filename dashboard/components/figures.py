@@ -239,7 +239,12 @@ def layer_errors(
             font={"size": 11},
         )
     if threshold is not None:
-        fig.add_hline(y=threshold, line=THRESHOLD_LINE, annotation_text=f"success ≤ {threshold:g}")
+        fig.add_hline(
+            y=threshold,
+            line=THRESHOLD_LINE,
+            annotation_text=f"success ≤ {threshold:g}",
+            annotation_position="bottom left",
+        )
     fig.update_yaxes(type="log", exponentformat="power", title="relative error of the layer")
     fig.update_xaxes(title="recovery step (output → z)")
     return _layout(fig, 380, top=100)
