@@ -704,11 +704,18 @@ def figure(
     if metric == "median_error":
         fig.update_yaxes(type="log", exponentformat="power")
         if threshold is not None and threshold > 0:
-            fig.add_hline(
-                y=threshold,
-                line={"color": "#555555", "dash": "dot", "width": 1},
-                annotation_text=f"success threshold {threshold:g}",
-                annotation_position="bottom right",
+            # The label is its own annotation at log10(threshold): a line's annotation would sit at the raw
+            # value, which on a log axis lands near 1.
+            fig.add_hline(y=threshold, line={"color": "#555555", "dash": "dot", "width": 1})
+            fig.add_annotation(
+                x=1,
+                xref="x domain",
+                y=math.log10(threshold),
+                yref="y",
+                text=f"success threshold {threshold:g}",
+                showarrow=False,
+                xanchor="right",
+                yanchor="bottom",
             )
     else:
         fig.update_yaxes(range=[-0.05, 1.05])

@@ -33,6 +33,27 @@ def _layout(fig: go.Figure, height: int, *, top: int = 10, **layout: Any) -> go.
     return fig
 
 
+def threshold_line(fig: go.Figure, threshold: float, *, row: int | None = None, col: int | None = None) -> None:
+    """The success threshold as a dotted line on a log axis, labelled ("success ≤ 1e-3").
+
+    The label is a separate annotation at log10 of the threshold: plotly places a line's own annotation
+    at the raw value, which on a log axis lands near 1.
+    """
+    fig.add_hline(y=threshold, line=THRESHOLD_LINE, row=row, col=col)
+    axis = "" if col in (None, 1) else str(col)
+    fig.add_annotation(
+        x=0.01,
+        xref=f"x{axis} domain",
+        y=math.log10(threshold),
+        yref=f"y{axis}",
+        text=f"success ≤ {threshold:g}",
+        showarrow=False,
+        xanchor="left",
+        yanchor="bottom",
+        font={"size": 11, "color": "#555555"},
+    )
+
+
 def colour(method: str) -> str:
     """The method's colour, the same on every page and in the README figures (geninv.viz)."""
     return method_color(method)
@@ -85,14 +106,7 @@ def convergence(
     if marker is not None:
         fig.add_vline(x=marker, line={"color": "#D55E00", "dash": "dot"})
     if err is not None and threshold is not None:
-        fig.add_hline(
-            y=threshold,
-            line=THRESHOLD_LINE,
-            annotation_text=f"success ≤ {threshold:g}",
-            annotation_position="bottom left",
-            row=1,
-            col=2,
-        )
+        threshold_line(fig, threshold, row=1, col=2)
     return _layout(
         fig, 300, top=40, legend={"orientation": "h", "y": -0.3}, clickmode="event+select", meta={"method": method}
     )
@@ -239,12 +253,7 @@ def layer_errors(
             font={"size": 11},
         )
     if threshold is not None:
-        fig.add_hline(
-            y=threshold,
-            line=THRESHOLD_LINE,
-            annotation_text=f"success ≤ {threshold:g}",
-            annotation_position="bottom left",
-        )
+        threshold_line(fig, threshold)
     fig.update_yaxes(type="log", exponentformat="power", title="relative error of the layer")
     fig.update_xaxes(title="recovery step (output → z)")
     return _layout(fig, 380, top=100)
@@ -508,7 +517,7 @@ def batch_errors(errors: dict[str, np.ndarray], *, threshold: float | None = Non
             fillcolor="rgba(0,0,0,0)",
         )
     if threshold is not None:
-        fig.add_hline(y=threshold, line=THRESHOLD_LINE, annotation_text=f"success ≤ {threshold:g}")
+        threshold_line(fig, threshold)
     fig.update_yaxes(type="log", exponentformat="power", title="relative latent error")
     return _layout(fig, 300, showlegend=False)
 

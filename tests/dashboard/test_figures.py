@@ -141,6 +141,8 @@ def test_method_colours_come_from_the_one_palette():
 def test_convergence_draws_the_success_threshold_on_the_latent_error():
     fig = figures.convergence(_history(2), "gd", threshold=1e-3)
     assert any(s.y0 == 1e-3 and s.yref == "y2" for s in fig.layout.shapes)
+    label = next(a for a in fig.layout.annotations if a.text == "success ≤ 0.001")
+    assert label.y == -3 and label.yref == "y2"  # a log axis places annotations at log10 of the value
     assert not figures.convergence(_history(2), "gd").layout.shapes
 
 

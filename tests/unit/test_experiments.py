@@ -159,6 +159,7 @@ def test_every_method_has_its_palette_colour_dash_and_marker_in_sweep_figures():
     assert widths == sorted(widths, reverse=True) and len(set(widths)) == len(widths)
     assert len({(t.line.color, t.marker.symbol) for t in fig.data}) == len(methods)
     assert any(s.y0 == 1e-3 and s.y1 == 1e-3 for s in fig.layout.shapes)  # the success threshold
+    assert next(a for a in fig.layout.annotations if "threshold" in a.text).y == -3  # labelled at log10
     assert not figure(_fake_records("missing", (0.0, 0.5), methods), "median_error").layout.shapes
 
 
