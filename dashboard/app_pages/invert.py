@@ -257,7 +257,8 @@ else:
 
 table = pd.DataFrame(outcome.table())
 shown = ["method", "status", "recovered", "latent_error", "psnr_db", "signal_error", "observed_residual"]
-shown += ["digit_error"] if outcome.digit is not None else []
+if outcome.digit is not None:  # a real digit: how far from the digit first; "recovered" has no meaning here
+    shown = ["method", "status", "digit_error", "latent_error", "psnr_db", "observed_residual"]
 shown += ["seconds", "error"]  # forward-pass costs are in the exports (the table fits a 1280-pixel screen)
 st.dataframe(
     table,
@@ -269,12 +270,12 @@ st.dataframe(
         "status": st.column_config.TextColumn("status", help=DEF["status"]),
         "recovered": st.column_config.CheckboxColumn("recovered z", help=DEF["recovered"]),
         "latent_error": st.column_config.NumberColumn(
-            "latent error" if outcome.digit is None else "latent error (to the projection)",
+            "latent error" if outcome.digit is None else "latent error to projection",
             format="%.2e",
             help=DEF["latent_error"],
         ),
         "psnr_db": st.column_config.NumberColumn(
-            "PSNR (dB)" if outcome.digit is None else "PSNR to the projection", format="%.1f", help=DEF["psnr_db"]
+            "PSNR (dB)" if outcome.digit is None else "PSNR to projection", format="%.1f", help=DEF["psnr_db"]
         ),
         "signal_error": st.column_config.NumberColumn(
             "signal error" if outcome.digit is None else "signal error (to the projection)",
