@@ -1,6 +1,6 @@
 """Train the shipped MNIST generator: the decoder of a small fully connected VAE.
 
-    python -m geninv.train mnist --data ../shared/data/mnist --out geninv/assets --seed 0 --epochs 100
+    python -m geninv.train mnist --data data/mnist --out out/mnist --seed 0 --epochs 100
 
 The decoder is ``20 -> 128 -> 392 -> 784`` with relu hidden units, biases and a sigmoid output;
 the encoder is thrown away. MNIST (Y. LeCun, C. Cortes, C. Burges) is CC BY-SA 3.0.
@@ -12,6 +12,7 @@ import argparse
 import gzip
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from geninv.errors import ModelFormatError
 IMAGES = "t10k-images-idx3-ubyte.gz"
 LABELS = "t10k-labels-idx1-ubyte.gz"
 DEFAULT_WIDTHS = (20, 128, 392, 784)
+MNIST_SOURCE = "https://ossci-datasets.s3.amazonaws.com/mnist/ (a mirror of http://yann.lecun.com/exdb/mnist/)"
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -45,8 +47,23 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def load_mnist(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images as float32 in [0, 1] of shape (N, 784), and labels (N,)."""
+    """Images as float32 in [0, 1] of shape (N, 784), and labels (N,).
+
+    Raises
+    ------
+    InvalidValueError
+        When the folder does not hold the two files (with where to get them).
+    """
+    from geninv.errors import InvalidValueError
+
     data_dir = Path(data_dir)
+    missing = [name for name in (IMAGES, LABELS) if not (data_dir / name).is_file()]
+    if missing:
+        raise InvalidValueError(
+            f"The MNIST test set is not in {str(data_dir)[:200]!r} (missing {', '.join(missing)}): download "
+            f"{IMAGES} and {LABELS} from {MNIST_SOURCE} into that folder, or point --data (or the "
+            "environment variable GENINV_MNIST_DATA) at a folder that has them."
+        )
     images = read_idx(data_dir / IMAGES).reshape(-1, 784).astype(np.float32) / 255.0
     labels = read_idx(data_dir / LABELS).astype(np.int64)
     return images, labels
@@ -90,9 +107,16 @@ def train_mnist(
     smoothing: float = 0.01,
     beta: float = 2.0,
     seed: int = 0,
+    limit: int | None = None,
     log=print,
 ):
     """Train the VAE and return ``(Generator, info)`` with the decoder as a geninv Generator.
+
+    Deterministic for a given seed on one machine and torch build (and thread count): two runs give
+    bit-identical weights. Elsewhere the floating-point reduction order may differ, so the weights
+    differ in their last bits and the final loss by a fraction of a percent (the shipped model: 153.61
+    here, 153.99 on another machine); what matters for inversion, the invertibility certificate,
+    does not change (``tests/unit/test_mnist.py`` checks a tiny run against a recorded one).
 
     Parameters
     ----------
@@ -112,6 +136,8 @@ def train_mnist(
     seed : int
         Seeds the initialisation, the shuffling and the reparametrisation noise (the global torch
         generator is left untouched).
+    limit : int, optional
+        Train on the first ``limit`` images only (tiny, quick runs).
     log : callable
         Receives one progress line per epoch.
     """
@@ -121,6 +147,8 @@ def train_mnist(
         raise ValueError(f"The 'smoothing' parameter must be in [0, 0.5). Got {smoothing!r} instead.")
     rng = torch.Generator().manual_seed(seed)
     images, _ = load_mnist(data_dir)
+    if limit is not None:
+        images = images[: int(limit)]
     x_all = torch.from_numpy(images)
     targets_all = smoothing + (1.0 - 2.0 * smoothing) * x_all
     # nn.Linear initialises from the global generator: fork it so that seeding stays local.
@@ -191,8 +219,18 @@ def save_sample_grid(generator, path: str | Path, *, n: int = 64, seed: int = 0,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geninv train", description="Train the shipped generators.")
     parser.add_argument("what", choices=["mnist"], help="which generator to train")
-    parser.add_argument("--data", default="../shared/data/mnist", help="folder with the MNIST idx files")
-    parser.add_argument("--out", default="geninv/assets", help="output folder for mnist.safetensors/.json")
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("GENINV_MNIST_DATA", "data/mnist"),
+        help="folder with the MNIST test-set idx files t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
+        "(default: $GENINV_MNIST_DATA, else data/mnist)",
+    )
+    parser.add_argument(
+        "--out",
+        default="out/mnist",
+        help="output folder for mnist.safetensors/.json (default out/mnist, a scratch folder)",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="train on the first N images only")
     parser.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--smoothing", type=float, default=0.01, help="squeeze targets into [s, 1-s] (default 0.01)")
@@ -203,7 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from geninv.errors import GeninvError
     from geninv.io import save_generator
+
+    try:
+        load_mnist(args.data)  # check the data before anything else
+    except GeninvError as exc:
+        print(f"geninv train: error: {exc}", file=sys.stderr)
+        return 2
 
     widths = tuple(int(w) for w in args.widths.split(","))
     gen, info = train_mnist(
@@ -213,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         smoothing=args.smoothing,
         beta=args.beta,
         seed=args.seed,
+        limit=args.limit,
         log=lambda m: print(m, file=sys.stderr),
     )
     info["command"] = "python -m geninv.train " + " ".join(sys.argv[1:] if argv is None else argv)

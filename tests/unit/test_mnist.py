@@ -164,3 +164,21 @@ def test_noise_on_a_small_trained_decoder_reaches_the_oracle():
     assert float(hybrid.median()) <= 1.1 * float(oracle)
     assert float(hybrid.median()) <= float(gd.median()) * (1 + 1e-6)  # both at the same ML points: a tie
     assert set(status) == {"converged"}  # fit to the noise level
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_DATA, reason=f"needs the MNIST test set in {DATA} (or GENINV_MNIST_DATA)")
+def test_tiny_training_matches_the_recorded_run():
+    """Training is deterministic on one machine and torch build, and close elsewhere: a tiny run
+    (benchmarks/tiny_training_reference.py) against the one recorded in tests/data."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from tiny_training_reference import cpu_model, tiny_run
+
+    ref = json.loads((Path(__file__).resolve().parents[1] / "data" / "tiny_training.json").read_text())
+    got = tiny_run(DATA)
+    assert got["final_loss"] == pytest.approx(ref["final_loss"], rel=0.01)
+    assert got["certificate_100_latents_seed1"] == ref["certificate_100_latents_seed1"]
+    if ref["torch"] == torch.__version__ and ref["cpu"] == cpu_model():
+        assert got["weights_sha256"] == ref["weights_sha256"]  # same build and CPU: bit for bit
