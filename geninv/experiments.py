@@ -749,6 +749,13 @@ PRESETS: dict[str, SweepConfig] = {
         methods=("gd", "latent-pursuit", "hybrid"),
         trials=20,
     ),
+    "noise-mnist": SweepConfig(
+        generator="mnist",
+        variable="noise_db",
+        values=(CLEAN_DB, 50.0, 40.0, 30.0, 20.0),
+        methods=("gd", "latent-pursuit", "hybrid", ORACLE),
+        trials=20,
+    ),
     "certificate": SweepConfig(
         generator="random:20-40-80-160:seed=0",
         variable="expansion",

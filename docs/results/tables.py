@@ -21,7 +21,7 @@ from typing import Any
 from geninv.experiments import CLEAN_DB, summarize
 
 HERE = Path(__file__).resolve().parent
-PRESET_ORDER = ("expansion", "noise", "missing-random", "missing-mnist", "box-mnist", "certificate")
+PRESET_ORDER = ("expansion", "noise", "missing-random", "missing-mnist", "box-mnist", "noise-mnist", "certificate")
 ABOUT = {
     "expansion": "Random Gaussian generators with widths [20, 20r, 20r², 20r³], clean signals: "
     "how much expansion each method needs.",
@@ -223,15 +223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("presets", nargs="*", help="presets (default: every <preset>.json here)")
     parser.add_argument("--write", action="store_true", help="write README.md and HEADLINE.md")
+    parser.add_argument("--folder", type=Path, default=HERE, help="where the records are (default: docs/results)")
     args = parser.parse_args(argv)
-    presets = args.presets or [p for p in PRESET_ORDER if (HERE / f"{p}.json").exists()]
+    folder = args.folder
+    presets = args.presets or [p for p in PRESET_ORDER if (folder / f"{p}.json").exists()]
     if args.write:
-        (HERE / "README.md").write_text(readme(presets))
-        (HERE / "HEADLINE.md").write_text(headline())
-        print(f"wrote {HERE / 'README.md'} and {HERE / 'HEADLINE.md'}")
+        (folder / "README.md").write_text(readme(presets, folder))
+        (folder / "HEADLINE.md").write_text(headline(folder))
+        print(f"wrote {folder / 'README.md'} and {folder / 'HEADLINE.md'}")
         return 0
     for preset in presets:
-        payload = load(preset)
+        payload = load(preset, folder)
         print(f"### {preset}\n\n{markdown_table(payload['records'])}\n")
     return 0
 
