@@ -198,8 +198,9 @@ def headline(folder: Path = HERE) -> str:
 Layer-wise pursuit recovers the latent vector exactly (to ~1e-13) where the layers expand enough,
 also with most pixels missing, at a small fraction of gradient descent's cost (see *Performance*).
 Gradient descent, which keeps its best iterate, reaches the threshold on 90-95% of the MNIST decoder's
-signals, to a median 1e-10 clean and 1e-5 with a 14×14 box hidden, where pursuit is exact. With noise, the layer-wise methods land on the error of the oracle (least squares on the
-true activation pattern) without any gradient step. On the MNIST decoder the latent is identifiable but
+signals, to a median 1e-10 clean and 1e-5 with a 14×14 box hidden, where pursuit is exact. With noise,
+the layer-wise methods land on the error of the oracle (least squares on the true activation pattern)
+without any gradient step. On the MNIST decoder the latent is identifiable but
 badly conditioned: at 20 dB no method, the oracle included, recovers it, although the image is fine.
 Success needs an error below the threshold, which no method reaches with noise: compare the median
 errors there.
