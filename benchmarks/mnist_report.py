@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -30,11 +31,18 @@ def certificate_summary(G: geninv.Generator, n: int, mask: np.ndarray | None, se
     start = time.perf_counter()
     cert = geninv.certify(G, G.sample_latent(n, seed=seed), mask)
     rows = cert.summary()
-    verdicts, counts = np.unique(cert.verdict, return_counts=True)
+    # The verdicts name each sample's noise gain ("... noise x740"): count them by kind.
+    kinds = [re.sub(r"x[\d,.]+", "x…", str(v)) for v in cert.verdict]
+    verdicts, counts = np.unique(kinds, return_counts=True)
+    gains = cert.noise_gain[np.isfinite(cert.noise_gain)]
     return {
         "samples": n,
         "steps": rows,
         "verdicts": {str(v): float(c) / n for v, c in zip(verdicts, counts)},
+        "noise_gain_median": float(np.median(gains)) if gains.size else None,
+        "condition_number_median": float(np.median(cert.condition_number[np.isfinite(cert.condition_number)]))
+        if gains.size
+        else None,
         "seconds": round(time.perf_counter() - start, 1),
     }
 
