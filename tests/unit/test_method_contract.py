@@ -1,5 +1,6 @@
 """One contract, every registered method (sklearn's parametrize_with_checks idea)."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -140,3 +141,22 @@ def test_every_method_over_every_operator_kind(method, layers, measurement, dtyp
     assert float(err.max()) <= RECOVERY[dtype], err
     if dtype == torch.float64:
         assert res.status == Status.CONVERGED
+
+
+def test_every_registered_method_meets_the_inverter_protocol():
+    import inspect
+
+    from geninv.inversion import Inverter, spec
+
+    for name in METHODS:
+        entry = spec(name)
+        assert isinstance(entry.function, Inverter)
+        params = inspect.signature(entry.function).parameters
+        assert list(params)[:3] == ["generator", "obs", "config"] or list(params)[:3] == [
+            "generator",
+            "observation",
+            "config",
+        ]
+        assert params["seed"].kind is inspect.Parameter.KEYWORD_ONLY and params["seed"].default == 0
+        assert params["progress"].kind is inspect.Parameter.KEYWORD_ONLY and params["progress"].default is None
+        assert dataclasses.is_dataclass(entry.config) and entry.config.__dataclass_params__.frozen
