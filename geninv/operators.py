@@ -877,6 +877,7 @@ class Adjoint(LinearOperator):
 MEASUREMENT_KINDS = ("gaussian", "dct", "blur", "subsample")
 MAX_MEASUREMENTS = 10**6
 _SPEC_INT = re.compile(r"[0-9]{1,9}", re.ASCII)
+_SPEC_SEED = re.compile(r"[0-9]{1,19}", re.ASCII)
 _SPEC_REAL = re.compile(r"[0-9]{1,4}(\.[0-9]{1,6})?", re.ASCII)
 
 
@@ -920,7 +921,7 @@ def parse_spec(spec: str) -> dict[str, Any]:
             if not _SPEC_REAL.fullmatch(value):
                 bad("sigma a positive number")
             out["sigma"] = float(value)
-        elif not _SPEC_INT.fullmatch(value):
+        elif not (_SPEC_SEED if key == "seed" else _SPEC_INT).fullmatch(value):
             bad(f"{key} a non-negative integer")
         else:
             out[key] = int(value)
