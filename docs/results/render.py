@@ -20,7 +20,18 @@ from pathlib import Path
 from geninv.experiments import figure
 
 HERE = Path(__file__).resolve().parent
-PRESET_ORDER = ("expansion", "noise", "missing-random", "missing-mnist", "box-mnist", "noise-mnist", "certificate")
+PRESET_ORDER = (
+    "expansion",
+    "noise",
+    "missing-random",
+    "missing-mnist",
+    "box-mnist",
+    "noise-mnist",
+    "certificate",
+    "measurements-mnist",
+    "measurements-mnist-conv",
+    "measurements-dct-mnist",
+)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -37,6 +48,9 @@ TITLES = {
     "box-mnist": "MNIST decoder, centred box missing",
     "noise-mnist": "MNIST decoder with Gaussian noise",
     "certificate": "Certificate vs achieved recovery (random generators)",
+    "measurements-mnist": "Compressed sensing, MNIST decoder: success vs m Gaussian measurements (n = 784)",
+    "measurements-mnist-conv": "Compressed sensing, convolutional MNIST generator: success vs m (n = 784)",
+    "measurements-dct-mnist": "MNIST decoder, m random 2-D DCT coefficients: success vs m (n = 784)",
 }
 
 

@@ -209,6 +209,7 @@ def latent_pursuit(generator, obs, config: LatentPursuitConfig, *, seed: int = 0
         saturation_tol=config.saturation_tol,
         threshold=config.threshold,
         refit_iter=config.refit_iter,
+        seed=seed,
     )
 
 
@@ -302,4 +303,5 @@ def layered_basis_pursuit(generator, obs, config: LayeredBPConfig, *, seed: int 
         saturation_tol=config.saturation_tol,
         threshold=config.threshold,
         refit_iter=config.refit_iter,
+        seed=seed,
     )
