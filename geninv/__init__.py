@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from geninv import masks
+from geninv import masks, operators
 from geninv.errors import (
     BudgetError,
     ConvergenceWarning,
@@ -16,7 +16,8 @@ from geninv.errors import (
     UnsupportedError,
 )
 from geninv.generator import Activation, Generator, Layer, Trace
-from geninv.observation import GaussianMatrix, Identity, Mask, Observation, observe
+from geninv.observation import GaussianMatrix, Identity, Mask, Observation, measurement_operator, observe
+from geninv.operators import LinearOperator
 
 __version__ = "0.1.0"
 
@@ -66,6 +67,7 @@ __all__ = [
     "InversionResult",
     "Layer",
     "LayerCertificate",
+    "LinearOperator",
     "Mask",
     "ModelFormatError",
     "NetworkCertificate",
@@ -86,10 +88,12 @@ __all__ = [
     "limits",
     "load_generator",
     "masks",
+    "measurement_operator",
     "methods",
     "metrics",
     "mutual_coherence",
     "observe",
+    "operators",
     "save_generator",
     "spark",
 ]

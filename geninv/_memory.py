@@ -21,14 +21,14 @@ _UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1
 _override: int | None = None
 
 
-def parse_bytes(text: str) -> int:
-    """``"512MiB"`` -> 536870912; a plain integer is bytes."""
+def parse_bytes(text: str, *, name: str = "GENINV_MEMORY_BUDGET", minimum: int = 1 << 20) -> int:
+    """``"512MiB"`` -> 536870912; a plain integer is bytes. ``name`` is the setting errors name."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not match or match.group(2).lower() not in _UNITS:
-        fail("GENINV_MEMORY_BUDGET", "a size such as 1073741824, 512MiB or 2GiB", text)
+        fail(name, "a size such as 1073741824, 512MiB or 2GiB", text)
     value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    if value < 1 << 20:
-        fail("GENINV_MEMORY_BUDGET", "at least 1MiB", text)
+    if value < minimum:
+        fail(name, "at least 1MiB" if minimum == 1 << 20 else f"at least {minimum} bytes", text)
     return value
 
 

@@ -14,7 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EPILOG = "Generators: 'mnist' or 'random:20-128-392-784[:seed=0][:bias][:hidden=leaky_relu][:output=sigmoid]'."
+EPILOG = (
+    "Generators: 'mnist', 'mnist-conv' or 'random:20-128-392-784[:seed=0][:bias][:hidden=leaky_relu]"
+    "[:output=sigmoid]'. Measurements (--measurements): 'gaussian:M[:seed=S]', 'dct:M[:seed=S]', "
+    "'subsample:M[:seed=S]' or 'blur[:sigma=X][:stride=K]'."
+)
 
 
 class _Progress:
@@ -73,6 +77,17 @@ def _check_common(args: argparse.Namespace) -> None:
         check_real("snr", args.snr, low=SNR_DB_RANGE[0], high=SNR_DB_RANGE[1])
     if args.mask_png is not None and not Path(args.mask_png).is_file():
         _fail(f"The 'mask-png' parameter must be a PNG file. Got {args.mask_png!r}, which is not a file.")
+    if getattr(args, "measurements", None) is not None:
+        from geninv.operators import parse_spec
+
+        parse_spec(args.measurements)
+
+
+def _operator(args: argparse.Namespace, gen: Any):
+    """The measurement operator ``--measurements`` names (None: a mask or every pixel)."""
+    from geninv.observation import measurement_operator
+
+    return None if args.measurements is None else measurement_operator(args.measurements, gen)
 
 
 def _out_folder(text: str) -> Path:
@@ -117,8 +132,9 @@ def cmd_invert(args: argparse.Namespace) -> int:
     out = _out_folder(args.out)
     gen = generator_from_spec(args.generator, dtype=None).double()
     mask = _mask(args, gen.output_dim)
+    operator = _operator(args, gen)
     z = gen.sample_latent(args.samples, seed=args.seed)
-    obs = observe(gen, z, mask=mask, noise_sigma=args.sigma, snr_db=args.snr, seed=args.seed)
+    obs = observe(gen, z, mask=mask, operator=operator, noise_sigma=args.sigma, snr_db=args.snr, seed=args.seed)
     results = run_methods(gen, obs, args.methods, seed=args.seed, progress=_Progress())
     written: list[Path] = []
     report: dict[str, Any] = {
@@ -126,6 +142,8 @@ def cmd_invert(args: argparse.Namespace) -> int:
         "samples": args.samples,
         "seed": args.seed,
         "mask_observed": None if mask is None else int(mask.sum()),
+        "measurements": args.measurements,
+        "m": int(obs.y.shape[1]),
         "sigma": args.sigma,
         "snr_db": args.snr,
         "methods": {},
@@ -134,9 +152,10 @@ def cmd_invert(args: argparse.Namespace) -> int:
     is_image = side * side == gen.output_dim
     if is_image:
         written.append(_save_png(obs.x_true.numpy(), side, out / "original.png"))
+    if is_image and obs.operator.is_selection:  # measurements that are pixels can be shown as an image
         observed = obs.operator.adjoint(obs.y).numpy()
         written.append(_save_png(observed, side, out / "observed.png", mask=mask))
-        if mask is not None:
+        if mask is not None and is_image:
             masks.to_png(mask, (side, side), out / "mask.png")
             written.append(out / "mask.png")
     for method, res in results.items():
@@ -199,7 +218,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
     _check_common(args)
     gen = generator_from_spec(args.generator).double()
     mask = _mask(args, gen.output_dim)
-    cert = certify(gen, gen.sample_latent(args.samples, seed=args.seed), mask=mask, noise_sigma=args.sigma or 0.0)
+    z = gen.sample_latent(args.samples, seed=args.seed)
+    cert = certify(gen, z, mask=mask, operator=_operator(args, gen), noise_sigma=args.sigma or 0.0)
     rows = cert.summary()
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -214,7 +234,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
         "lbp_guaranteed",
         "identifiable",
     ]
-    print(f"certificate of {args.generator} over {args.samples} samples (step k recovers x_k; 0 = z)")
+    seen = f" from {args.measurements}" if args.measurements else ""
+    print(f"certificate of {args.generator}{seen} over {args.samples} samples (step k recovers x_k; 0 = z)")
     print("  ".join(f"{c:>18s}" for c in cols))
     for r in rows:
         print(
@@ -237,7 +258,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         if not (args.variable and args.values):
             raise ValueError("Give a preset, or --variable and --values.")
-        config = SweepConfig(generator=args.generator, variable=args.variable, values=tuple(args.values))
+        config = SweepConfig(
+            generator=args.generator,
+            variable=args.variable,
+            values=tuple(args.values),
+            measurement=args.measurement,
+        )
         name = f"sweep-{args.variable}"
     changes: dict[str, Any] = {}
     if args.trials is not None:
@@ -295,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
         hide.add_argument("--box", type=int, default=None, help="side of a hidden centred square (images)")
         hide.add_argument("--half", choices=["top", "bottom", "left", "right"], help="hide one half of the image")
         hide.add_argument("--mask-png", default=None, help="PNG mask: white = observed")
+        hide.add_argument(
+            "--measurements",
+            default=None,
+            metavar="SPEC",
+            help="compressed sensing instead of pixels: gaussian:M[:seed=S], dct:M[:seed=S], "
+            "subsample:M[:seed=S] or blur[:sigma=X][:stride=K]",
+        )
         p.add_argument("--sigma", type=float, default=None, help="Gaussian noise standard deviation")
         p.add_argument("--seed", type=int, default=0, help="seed of latents, mask and noise (default 0)")
         p.add_argument("--samples", type=int, default=8, help="number of signals (default 8)")
@@ -321,11 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     cer.set_defaults(func=cmd_certify)
 
     swp = sub.add_parser("sweep", help="run a named experiment or a custom sweep", epilog=EPILOG)
-    swp.add_argument(
-        "preset", nargs="?", help="expansion, noise, missing-random, missing-mnist, box-mnist, certificate"
-    )
+    from geninv.experiments import MEASUREMENT_KINDS, PRESETS, VARIABLES
+
+    swp.add_argument("preset", nargs="?", help=", ".join(PRESETS))
     swp.add_argument("--generator", default="random:20-128-392-784", help="generator spec for a custom sweep")
-    swp.add_argument("--variable", choices=["noise_db", "missing", "box", "expansion"], help="custom sweep variable")
+    swp.add_argument("--variable", choices=list(VARIABLES), help="custom sweep variable")
+    swp.add_argument(
+        "--measurement",
+        choices=list(MEASUREMENT_KINDS),
+        default="gaussian",
+        help="operator of a 'measurements' sweep (default gaussian; the values are m)",
+    )
     swp.add_argument("--values", type=float, nargs="+", help="values of the variable")
     swp.add_argument(
         "--methods",

@@ -16,7 +16,6 @@ import functools
 import io
 import warnings
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,9 @@ class Digits:
 
 
 def _asset() -> Any:
-    return resources.files("geninv") / "assets" / FILE
+    from geninv._assets import asset
+
+    return asset(FILE)
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,7 +101,9 @@ def shipped_sha256(name: str = "mnist") -> str:
     """SHA-256 of a shipped generator's weights file."""
     import hashlib
 
-    return hashlib.sha256((resources.files("geninv") / "assets" / f"{name}.safetensors").read_bytes()).hexdigest()
+    from geninv._assets import asset
+
+    return hashlib.sha256(asset(f"{name}.safetensors").read_bytes()).hexdigest()
 
 
 def stored_projection(k: int, spec: str) -> np.ndarray | None:

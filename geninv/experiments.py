@@ -1,9 +1,10 @@
 """Experiments: several methods on one signal, and sweeps that reproduce the paper's claims.
 
-A sweep varies one parameter (noise level, fraction missing, box size or the expansion ratio of
-random generators), runs every method on the same signals at each value and returns tidy records,
-one per signal x method x value. Work units are (value, method) tasks; they run inline, on a local
-process pool, or on a Dask cluster, and with a records file a sweep resumes where it stopped.
+A sweep varies one parameter (noise level, fraction missing, box size, the expansion ratio of
+random generators, or the number of compressed-sensing measurements), runs every method on the same
+signals at each value and returns tidy records, one per signal x method x value. Work units are
+(value, method) tasks; they run inline, on a local process pool, or on a Dask cluster, and with a
+records file a sweep resumes where it stopped.
 
 A records file is JSON lines, one finished task per line, appended with one ``write`` of a whole
 line (``O_APPEND``, never through a symbolic link). Reading it back checks every line against the
@@ -38,9 +39,11 @@ from geninv._validation import check_choice, check_int, check_real, fail
 from geninv.errors import BudgetError, InvalidValueError, RecordsWarning
 from geninv.generator import Generator
 from geninv.io import generator_from_spec, parse_spec
-from geninv.observation import SNR_DB_RANGE, Observation, observe
+from geninv.observation import SNR_DB_RANGE, Observation, measurement_operator, observe
 
-VARIABLES = ("noise_db", "missing", "box", "expansion")
+VARIABLES = ("noise_db", "missing", "box", "expansion", "measurements")
+MEASUREMENT_KINDS = ("gaussian", "dct", "subsample")
+"""Operators a "measurements" sweep can use (see :func:`geninv.operators.from_spec`)."""
 ORACLE = "oracle"
 CLEAN_DB = 1000.0  # "noise_db" value that means no noise
 SEED_MAX = 2**63 - 1
@@ -93,10 +96,10 @@ class SweepConfig:
     generator : str
         A generator spec (``"mnist"``, ``"random:20-128-392-784"``...). For ``variable="expansion"``
         only its seed is used: widths are ``[20, 20r, 20r^2, 20r^3]``.
-    variable : {'noise_db', 'missing', 'box', 'expansion'}
+    variable : {'noise_db', 'missing', 'box', 'expansion', 'measurements'}
     values : tuple of float
         SNR in dB (``1000`` = clean), fraction of random pixels missing, side of a centred hidden
-        box (images), or expansion ratio r.
+        box (images), expansion ratio r, or number of measurements m (compressed sensing).
     methods : tuple of str
         Registered method names, and ``"oracle"`` (least squares that knows the true supports).
     trials : int
@@ -107,6 +110,9 @@ class SweepConfig:
         Add the certificate's verdicts to every record.
     method_options : dict
         ``{method: {option: value}}``.
+    measurement : {'gaussian', 'dct', 'subsample'}
+        The operator of a ``"measurements"`` sweep: ``m`` i.i.d. Gaussian rows, ``m`` random 2-D DCT
+        coefficients, or ``m`` random pixels; drawn afresh for each value from the sweep's seed.
     """
 
     generator: str = "random:20-128-392-784"
@@ -118,6 +124,7 @@ class SweepConfig:
     threshold: float = 1e-3
     certificate: bool = False
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    measurement: str = "gaussian"
 
     def __post_init__(self) -> None:
         from geninv.inversion import methods as registered
@@ -154,6 +161,11 @@ class SweepConfig:
                 check_real("values", v, low=0.0)
                 if v != int(v):
                     fail("values", "whole numbers of pixels for variable 'box'", v)
+            elif self.variable == "measurements":
+                n = sweep_widths(self, v)[-1]
+                check_real("values", v, low=1.0, high=float(n))
+                if v != int(v):
+                    fail("values", "whole numbers of measurements for variable 'measurements'", v)
             elif self.variable == "expansion":
                 check_real("values", v, low=1.0)
                 try:
@@ -162,6 +174,7 @@ class SweepConfig:
                     fail("values", "expansion ratios whose widths 20, 20r, 20r², 20r³ can be built", v)
             elif v != CLEAN_DB:
                 check_real("values", v, low=SNR_DB_RANGE[0], high=SNR_DB_RANGE[1])
+        check_choice("measurement", self.measurement, MEASUREMENT_KINDS)
         if not isinstance(self.method_options, dict):
             fail("method_options", "a dict {method: {option: value}}", self.method_options)
         for m, opts in self.method_options.items():
@@ -175,8 +188,15 @@ class SweepConfig:
 
     @property
     def key(self) -> str:
-        """Short hash of the whole configuration (records carry it)."""
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        """Short hash of the whole configuration (records carry it).
+
+        ``measurement`` enters only for a "measurements" sweep, so that the other sweeps keep the keys
+        their records files already carry.
+        """
+        payload = self.to_dict()
+        if self.variable != "measurements":
+            payload.pop("measurement")
+        return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def versions() -> dict[str, str]:
@@ -227,6 +247,9 @@ def _observation(config: SweepConfig, gen: Generator, value: float, index: int) 
     if config.variable == "noise_db":
         snr = None if value >= CLEAN_DB else value
         return observe(gen, z, snr_db=snr, seed=seed)
+    if config.variable == "measurements":
+        spec = f"{config.measurement}:{int(value)}:seed={derive(seed, 'measurement') % 2**31}"
+        return observe(gen, z, operator=measurement_operator(spec, gen))
     return observe(gen, z)
 
 
@@ -268,7 +291,7 @@ def _run_task(config: SweepConfig, value: float, method: str) -> list[dict[str, 
     lat = latent_error(z_hat, obs.z_true).numpy()
     sig = relative_error(x_hat, obs.x_true).numpy()
     ps = psnr(x_hat, obs.x_true).numpy()
-    cert = certify(gen, obs.z_true, mask=obs.mask) if config.certificate else None
+    cert = certify(gen, obs.z_true, operator=obs.operator) if config.certificate else None
     out = []
     for b in range(config.trials):
         row = {
@@ -609,6 +632,7 @@ _LABELS = {
     "missing": "fraction of pixels missing",
     "box": "side of the hidden centre box (pixels)",
     "expansion": "expansion ratio r (widths 20, 20r, 20r², 20r³)",
+    "measurements": "measurements m",
 }
 
 
@@ -994,6 +1018,37 @@ PRESETS: dict[str, SweepConfig] = {
         values=(0.0, 6.0, 10.0, 14.0),
         methods=("gd", "latent-pursuit", "hybrid"),
         trials=20,
+    ),
+    "noise-mnist": SweepConfig(
+        generator="mnist",
+        variable="noise_db",
+        values=(CLEAN_DB, 50.0, 40.0, 30.0, 20.0),
+        methods=("gd", "latent-pursuit", "hybrid", ORACLE),
+        trials=20,
+    ),
+    "measurements-mnist": SweepConfig(
+        generator="mnist",
+        variable="measurements",
+        values=(10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 400.0),
+        methods=("gd", "latent-pursuit", "hybrid"),
+        trials=20,
+        measurement="gaussian",
+    ),
+    "measurements-mnist-conv": SweepConfig(
+        generator="mnist-conv",
+        variable="measurements",
+        values=(10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 400.0),
+        methods=("gd", "latent-pursuit", "hybrid"),
+        trials=20,
+        measurement="gaussian",
+    ),
+    "measurements-dct-mnist": SweepConfig(
+        generator="mnist",
+        variable="measurements",
+        values=(10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 400.0),
+        methods=("gd", "latent-pursuit", "hybrid"),
+        trials=20,
+        measurement="dct",
     ),
     "certificate": SweepConfig(
         generator="random:20-40-80-160:seed=0",

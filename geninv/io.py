@@ -1,14 +1,21 @@
 """Saving and loading generators in safe formats: safetensors weights + an architecture JSON.
 
-File format (version 1). A generator saved at ``path`` is two files side by side:
+File format (version 2; version 1 files, which have no ``layers``, still load). A generator saved
+at ``path`` is two files side by side:
 
 ``path.json``
-    ``{"format": "geninv-generator", "version": 1, "name": str, "widths": [n_0, ..., n_L],
+    ``{"format": "geninv-generator", "version": 2, "name": str, "widths": [n_0, ..., n_L],
     "bias": [bool per layer], "hidden": {"name": "relu" | "leaky_relu", "negative_slope": float},
-    "output": {"name": "identity" | "tanh" | "sigmoid" | "relu"}, "dtype": "float32" | ...}``
+    "output": {"name": "identity" | "tanh" | "sigmoid" | "relu"}, "dtype": "float32" | ...,
+    "layers": [one object per layer]}``. ``layers`` is optional (absent: every layer is dense);
+    an entry is ``{"type": "dense"}``, or a convolution with its shape parameters:
+    ``{"type": "conv_transpose2d", "in_channels": C, "in_height": H, "in_width": W,
+    "out_channels": C', "kernel": k, "stride": s, "padding": p, "output_padding": q}`` (``conv2d``:
+    the same without ``output_padding``). ``widths`` are the flattened sizes ``C * H * W``.
 ``path.safetensors``
-    tensors ``weight_i`` of shape ``(n_{i+1}, n_i)`` and ``bias_i`` of shape ``(n_{i+1},)`` for the
-    layers whose ``bias`` entry is true; nothing else.
+    tensors ``weight_i`` (a dense layer: shape ``(n_{i+1}, n_i)``; a ``conv_transpose2d``:
+    ``(C, C', k, k)``; a ``conv2d``: ``(C', C, k, k)``, torch's conventions) and ``bias_i`` of shape
+    ``(n_{i+1},)`` (one entry per output unit) for the layers whose ``bias`` entry is true; nothing else.
 
 Loading is safe: files above :data:`MAX_FILE_BYTES` (an architecture JSON above
 :data:`MAX_ARCH_BYTES`) are refused before they are read, the JSON may not nest or carry huge
@@ -24,8 +31,8 @@ are read only by :func:`from_state_dict`, and only with ``torch.load(weights_onl
 from __future__ import annotations
 
 import json
+import math
 import re
-from importlib import resources
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -35,18 +42,32 @@ from torch import nn
 
 from geninv._validation import _show
 from geninv.errors import ModelFormatError
-from geninv.generator import ACTIVATIONS, HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, Generator
+from geninv.generator import ACTIVATIONS, HIDDEN_ACTIVATIONS, LAYER_TYPES, OUTPUT_ACTIVATIONS, Generator
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_FILE_BYTES = 200_000_000
 MAX_ARCH_BYTES = 65_536
 """An architecture JSON is a few hundred bytes; anything above this is refused before parsing."""
 MAX_JSON_DEPTH = 3
 MAX_JSON_DIGITS = 18
-SHIPPED = ("mnist",)
+SHIPPED = ("mnist", "mnist-conv")
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 _BUILD_DTYPES = {"float16": torch.float32, "bfloat16": torch.float32}  # half precision files compute in float32
-_SPEC_KEYS = ("format", "version", "name", "widths", "bias", "hidden", "output", "dtype")
+_SPEC_KEYS = ("format", "version", "name", "widths", "bias", "hidden", "output", "dtype", "layers")
+_CONV_KEYS = {
+    "conv_transpose2d": (
+        "type",
+        "in_channels",
+        "in_height",
+        "in_width",
+        "out_channels",
+        "kernel",
+        "stride",
+        "padding",
+        "output_padding",
+    ),
+    "conv2d": ("type", "in_channels", "in_height", "in_width", "out_channels", "kernel", "stride", "padding"),
+}
 
 
 def _paths(path: str | PathLike[str]) -> tuple[Path, Path]:
@@ -65,7 +86,7 @@ def save_generator(generator: Generator, path: str | PathLike[str]) -> tuple[Pat
     spec = generator.describe() | {"format": "geninv-generator", "version": FORMAT_VERSION}
     tensors = {}
     for i in range(generator.n_layers):
-        tensors[f"weight_{i}"] = generator.weight(i).detach().cpu().contiguous()
+        tensors[f"weight_{i}"] = generator.weight_of(i).detach().cpu().contiguous()
         if generator.bias(i) is not None:
             tensors[f"bias_{i}"] = generator.bias(i).detach().cpu().contiguous()
     save_file(tensors, str(weights_path), metadata={"format": "geninv-generator"})
@@ -153,12 +174,70 @@ def _check_spec(spec: Any) -> dict[str, Any]:
     if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise ModelFormatError(f"'dtype' must be one of {', '.join(_DTYPES)}. Got {_show(dtype)}.")
     name = spec.get("name", "uploaded")
-    return {"widths": widths, "bias": bias, "acts": acts, "dtype": dtype, "name": str(name)[:80]}
+    layers = _check_layers(spec.get("layers"), widths, version)
+    return {"widths": widths, "bias": bias, "acts": acts, "dtype": dtype, "name": str(name)[:80], "layers": layers}
+
+
+def _check_layers(layers: Any, widths: list[int], version: int) -> list[dict[str, int | str] | None]:
+    """The per-layer types of a version-2 architecture (None per dense layer), checked against ``widths``."""
+    from geninv.limits import check_conv_geometry
+
+    n_layers = len(widths) - 1
+    if layers is None:
+        return [None] * n_layers
+    if version < 2:
+        raise ModelFormatError("'layers' needs format version 2 or later. Got it in a version 1 file.")
+    if not isinstance(layers, list) or len(layers) != n_layers:
+        raise ModelFormatError(f"'layers' must be a list of {n_layers} layer objects. Got {_show(layers)}.")
+    out: list[dict[str, int | str] | None] = []
+    for i, layer in enumerate(layers):
+        kind = layer.get("type") if isinstance(layer, dict) else None
+        if kind not in LAYER_TYPES:
+            raise ModelFormatError(
+                f"'layers[{i}]' must be an object with 'type' one of {', '.join(LAYER_TYPES)}. Got {_show(layer)}."
+            )
+        if kind == "dense":
+            if set(layer) != {"type"}:
+                raise ModelFormatError(f"'layers[{i}]' (dense) may only have 'type'. Got {_show(layer)}.")
+            out.append(None)
+            continue
+        keys = _CONV_KEYS[kind]
+        missing, extra = sorted(set(keys) - set(layer)), sorted(set(layer) - set(keys))
+        if missing or extra:
+            raise ModelFormatError(
+                f"'layers[{i}]' ({kind}) must have exactly {', '.join(keys)}: missing {missing or 'none'}, "
+                f"unexpected {extra or 'none'}."
+            )
+        for key in keys[1:]:
+            value = layer[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ModelFormatError(f"'layers[{i}].{key}' must be a non-negative integer. Got {_show(value)}.")
+        check_conv_geometry(layer, what=f"'layers[{i}]'")
+        c, h, w = layer["in_channels"], layer["in_height"], layer["in_width"]
+        if c * h * w != widths[i]:
+            raise ModelFormatError(
+                f"'layers[{i}]' reads {c}x{h}x{w} = {c * h * w} inputs; 'widths[{i}]' is {widths[i]}."
+            )
+        n_out = layer["out_channels"] * math.prod(_conv_out_size(layer))
+        if n_out != widths[i + 1]:
+            raise ModelFormatError(f"'layers[{i}]' gives {n_out} outputs; 'widths[{i + 1}]' is {widths[i + 1]}.")
+        out.append(dict(layer))
+    return out
+
+
+def _conv_out_size(layer: dict[str, Any]) -> tuple[int, int]:
+    k, s, p = layer["kernel"], layer["stride"], layer["padding"]
+    if layer["type"] == "conv_transpose2d":
+        q = layer["output_padding"]
+        return ((layer["in_height"] - 1) * s - 2 * p + k + q, (layer["in_width"] - 1) * s - 2 * p + k + q)
+    return ((layer["in_height"] + 2 * p - k) // s + 1, (layer["in_width"] + 2 * p - k) // s + 1)
 
 
 def _build(spec: dict[str, Any], tensors: dict[str, torch.Tensor], dtype: torch.dtype | None) -> Generator:
+    from geninv.generator import _conv_operator
+
     checked = _check_spec(spec)
-    widths, bias = checked["widths"], checked["bias"]
+    widths, bias, layers = checked["widths"], checked["bias"], checked["layers"]
     expected = {f"weight_{i}" for i in range(len(widths) - 1)} | {f"bias_{i}" for i, b in enumerate(bias) if b}
     missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or extra:
@@ -168,10 +247,17 @@ def _build(spec: dict[str, Any], tensors: dict[str, torch.Tensor], dtype: torch.
         )
     weights, biases = [], []
     for i in range(len(widths) - 1):
-        shape = (widths[i + 1], widths[i])
+        layer = layers[i]
+        if layer is None:
+            shape: tuple[int, ...] = (widths[i + 1], widths[i])
+        elif layer["type"] == "conv_transpose2d":
+            shape = (layer["in_channels"], layer["out_channels"], layer["kernel"], layer["kernel"])
+        else:
+            shape = (layer["out_channels"], layer["in_channels"], layer["kernel"], layer["kernel"])
         w = tensors[f"weight_{i}"]
         if tuple(w.shape) != shape:
-            raise ModelFormatError(f"'weight_{i}' has shape {tuple(w.shape)}; the widths chain needs {shape}.")
+            need = "the widths chain needs" if layer is None else f"its {layer['type']} layer needs"
+            raise ModelFormatError(f"'weight_{i}' has shape {tuple(w.shape)}; {need} {shape}.")
         weights.append(w)
         if bias[i]:
             b = tensors[f"bias_{i}"]
@@ -187,6 +273,7 @@ def _build(spec: dict[str, Any], tensors: dict[str, torch.Tensor], dtype: torch.
         if not bool(torch.isfinite(t).all()):
             raise ModelFormatError(f"'{key}' contains NaN or inf values.")
     (hidden, slope), (output, _) = checked["acts"]["hidden"], checked["acts"]["output"]
+    weights = [w if layer is None else _conv_operator(w, layer) for w, layer in zip(weights, layers, strict=True)]
     return _generator_or_format_error(
         weights,
         biases,
@@ -265,7 +352,7 @@ def load_generator(
     Parameters
     ----------
     source : str, path or tuple
-        ``"mnist"`` (shipped in ``geninv/assets``, found through :mod:`importlib.resources`); a path
+        ``"mnist"`` or ``"mnist-conv"`` (shipped in ``assets/``, see :mod:`geninv._assets`); a path
         ``p`` (reads ``p.json`` and ``p.safetensors``; a suffix on ``p`` is ignored); a pair of paths
         ``(json_path, safetensors_path)``; or a pair of ``bytes`` (uploaded files, as
         :func:`load_generator_bytes`).
@@ -296,9 +383,10 @@ def load_generator(
             return gen.to(device) if device is not None else gen
         json_path, weights_path = Path(source[0]), Path(source[1])
     elif isinstance(source, str) and source in SHIPPED:
-        base = resources.files("geninv") / "assets"
-        arch = (base / f"{source}.json").read_bytes()
-        weights = (base / f"{source}.safetensors").read_bytes()
+        from geninv._assets import asset
+
+        arch = asset(f"{source}.json").read_bytes()
+        weights = asset(f"{source}.safetensors").read_bytes()
         gen = load_generator_bytes(arch, weights, dtype=dtype)
         return gen.to(device) if device is not None else gen
     else:
@@ -327,18 +415,21 @@ def _flatten(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
 
 
 def from_sequential(module: nn.Sequential, *, name: str | None = None) -> Generator:
-    """Convert a ``Linear / ReLU / LeakyReLU / Tanh / Sigmoid / Identity`` stack into a :class:`Generator`.
+    """Convert a stack of ``Linear / ConvTranspose2d / Conv2d`` layers and activations into a :class:`Generator`.
 
-    Hidden layers must share one activation (relu, or leaky-relu with one slope); the last Linear may be
+    Hidden layers must share one activation (relu, or leaky-relu with one slope); the last layer may be
     followed by an output activation (identity, tanh, sigmoid or relu) or nothing. Nested
-    ``nn.Sequential`` blocks are flattened and ``nn.Identity`` is skipped. The result computes the
-    module's own forward (in the module's dtype).
+    ``nn.Sequential`` blocks are flattened and ``nn.Identity`` is skipped. A convolution needs its
+    input as an image: an ``nn.Unflatten(1, (C, H, W))`` after a Linear layer (or a convolution
+    before it) gives the shape; a trailing ``nn.Flatten`` is skipped. Convolutions must have square
+    kernels, one group, no dilation, zero padding and integer stride / padding. The result computes
+    the module's own forward on flattened inputs and outputs (in the module's dtype).
 
     Raises
     ------
     ModelFormatError
-        Any other module (named by its position), an activation that does not follow a Linear, or
-        mixed hidden activations.
+        Any other module (named by its position), an activation that does not follow a layer, mixed
+        hidden activations, or a convolution whose input shape is unknown.
 
     Examples
     --------
@@ -347,57 +438,115 @@ def from_sequential(module: nn.Sequential, *, name: str | None = None) -> Genera
     >>> G.widths, G.output_activation.name
     ((4, 12, 30), 'sigmoid')
     """
+    from geninv.operators import Conv2d, ConvTranspose2d
+
     if not isinstance(module, nn.Sequential):
         raise ModelFormatError(f"from_sequential expects an nn.Sequential. Got {type(module).__name__}.")
-    linears: list[nn.Linear] = []
+    layers: list[Any] = []
+    biases: list[torch.Tensor | None] = []
     acts: list[str] = []
     slopes: set[float] = set()
+    image: tuple[int, ...] | None = None  # shape of the current activation when it is an image
+    flattened = False
     for child_name, child in _flatten(module, ""):
         if isinstance(child, nn.Identity):
             continue
+        if flattened and type(child) not in _ACT_MODULES:  # an elementwise activation may follow the flattening
+            raise ModelFormatError(
+                f"Module '{child_name}' follows an nn.Flatten; only activations may come after the flattening."
+            )
         if type(child) is nn.Linear:
-            if len(acts) < len(linears):
+            if len(acts) < len(layers):
                 acts.append("identity")
-            linears.append(child)
-        elif type(child) in _ACT_MODULES:
-            if len(acts) != len(linears) - 1:
-                where = "the first Linear" if not linears else "another activation"
+            layers.append(child.weight.detach())
+            biases.append(None if child.bias is None else child.bias.detach())
+            image = None
+        elif type(child) in (nn.ConvTranspose2d, nn.Conv2d):
+            if len(acts) < len(layers):
+                acts.append("identity")
+            if image is None or len(image) != 3:
                 raise ModelFormatError(
-                    f"Module '{child_name}' ({type(child).__name__}) must directly follow a Linear layer; "
-                    f"it follows {where}."
+                    f"Module '{child_name}' ({type(child).__name__}) needs its input shape: put an "
+                    "nn.Unflatten(1, (C, H, W)) after the Linear layer before it."
+                )
+            op = _conv_from_module(child_name, child, image, ConvTranspose2d, Conv2d)
+            layers.append(op)
+            image = op.out_shape
+            b = None if child.bias is None else child.bias.detach().repeat_interleave(image[1] * image[2])
+            biases.append(b)
+        elif type(child) is nn.Unflatten:
+            shape = tuple(int(d) for d in child.unflattened_size)
+            n_prev = layers[-1].shape[0] if layers else None
+            if child.dim not in (1, -1) or len(shape) != 3 or (n_prev is not None and math.prod(shape) != n_prev):
+                raise ModelFormatError(
+                    f"Module '{child_name}' (Unflatten) must turn the previous layer's {n_prev} outputs into "
+                    f"(C, H, W) along dim 1. Got dim {child.dim} and size {shape}."
+                )
+            image = shape
+        elif type(child) is nn.Flatten:
+            flattened = True
+        elif type(child) in _ACT_MODULES:
+            if len(acts) != len(layers) - 1:
+                where = "the first layer" if not layers else "another activation"
+                raise ModelFormatError(
+                    f"Module '{child_name}' ({type(child).__name__}) must directly follow a Linear or convolution "
+                    f"layer; it follows {where}."
                 )
             if isinstance(child, nn.LeakyReLU):
                 slopes.add(float(child.negative_slope))
             acts.append(_ACT_MODULES[type(child)])
         else:
             raise ModelFormatError(
-                f"Unsupported module '{child_name}' ({type(child).__name__}): only Linear, ReLU, LeakyReLU, "
-                "Tanh, Sigmoid and Identity can be converted."
+                f"Unsupported module '{child_name}' ({type(child).__name__}): only Linear, ConvTranspose2d, Conv2d, "
+                "ReLU, LeakyReLU, Tanh, Sigmoid, Unflatten, Flatten and Identity can be converted."
             )
-    if not linears:
-        raise ModelFormatError("The nn.Sequential has no Linear layer.")
-    if len(acts) < len(linears):
+    if not layers:
+        raise ModelFormatError("The nn.Sequential has no Linear layer (nor a convolution).")
+    if len(acts) < len(layers):
         acts.append("identity")
     hidden = sorted(set(acts[:-1]))
     if len(hidden) > 1 or (hidden and hidden[0] not in HIDDEN_ACTIVATIONS):
         raise ModelFormatError(
-            f"Hidden activations must all be relu or all leaky-relu (a Linear without an activation is not "
+            f"Hidden activations must all be relu or all leaky-relu (a layer without an activation is not "
             f"allowed between layers). Got {acts[:-1]}."
         )
     if len(slopes) > 1:
         raise ModelFormatError(f"All LeakyReLU modules must share one negative_slope. Got {sorted(slopes)}.")
     if acts[-1] == "leaky_relu":
         raise ModelFormatError(
-            "The output activation must be identity, tanh, sigmoid or relu. Got LeakyReLU after the last Linear."
+            "The output activation must be identity, tanh, sigmoid or relu. Got LeakyReLU after the last layer."
         )
     return _generator_or_format_error(
-        [m.weight.detach() for m in linears],
-        [None if m.bias is None else m.bias.detach() for m in linears],
+        layers,
+        biases,
         hidden=hidden[0] if hidden else "relu",
         output=acts[-1],
         negative_slope=slopes.pop() if slopes else 0.2,
         name=name or "sequential",
     )
+
+
+def _conv_from_module(child_name: str, child: nn.Module, image: tuple[int, ...], transposed: type, plain: type) -> Any:
+    """The geninv operator of an ``nn.ConvTranspose2d`` / ``nn.Conv2d`` reading ``image`` (C, H, W)."""
+
+    def one(value: Any, label: str) -> int:
+        values = tuple(value) if isinstance(value, tuple | list) else (value,)
+        if len(set(values)) != 1 or not isinstance(values[0], int):
+            raise ModelFormatError(f"Module '{child_name}': {label} must be one integer for both axes. Got {value}.")
+        return int(values[0])
+
+    one(child.kernel_size, "the kernel size")  # square kernels only
+    stride, padding = one(child.stride, "the stride"), one(child.padding, "the padding")
+    if child.groups != 1 or one(child.dilation, "the dilation") != 1 or child.padding_mode != "zeros":
+        raise ModelFormatError(f"Module '{child_name}': only groups=1, dilation=1 and zero padding can be converted.")
+    weight = child.weight.detach()
+    try:
+        if isinstance(child, nn.ConvTranspose2d):
+            q = one(child.output_padding, "the output padding")
+            return transposed(weight, image, stride=stride, padding=padding, output_padding=q)
+        return plain(weight, image, stride=stride, padding=padding)
+    except ValueError as exc:
+        raise ModelFormatError(f"Module '{child_name}' ({type(child).__name__}): {exc}") from None
 
 
 def _read_state_dict(path: Path) -> dict[str, Any]:
@@ -496,7 +645,7 @@ _BOOLS = {"": True, "1": True, "true": True, "True": True, "0": False, "false": 
 
 
 def parse_spec(spec: str) -> dict[str, Any]:
-    """Parse a generator spec string: ``"mnist"`` or ``"random:20-128-392-784[:seed=0][:bias]
+    """Parse a generator spec string: ``"mnist"``, ``"mnist-conv"`` or ``"random:20-128-392-784[:seed=0][:bias]
     [:hidden=leaky_relu][:output=sigmoid]"``. Raises ModelFormatError on anything else.
 
     The spec is read exactly as written: widths are ASCII digits joined by '-', each option appears
@@ -513,7 +662,7 @@ def parse_spec(spec: str) -> dict[str, Any]:
     parts = spec.split(":")
     if parts[0] != "random" or len(parts) < 2:
         raise ModelFormatError(
-            f"Unknown generator spec {_show(spec)}: use 'mnist' or 'random:20-128-392-784[:seed=0][:bias]"
+            f"Unknown generator spec {_show(spec)}: use 'mnist', 'mnist-conv' or 'random:20-128-392-784[:seed=0][:bias]"
             "[:hidden=relu|leaky_relu][:output=identity|sigmoid|tanh|relu]'."
         )
     if not _WIDTHS.fullmatch(parts[1]):
@@ -551,7 +700,9 @@ def spec_widths(spec: str) -> tuple[int, ...]:
     parsed = parse_spec(spec)
     if parsed["kind"] == "random":
         return tuple(parsed["widths"])
-    arch = (resources.files("geninv") / "assets" / f"{parsed['name']}.json").read_bytes()
+    from geninv._assets import asset
+
+    arch = asset(f"{parsed['name']}.json").read_bytes()
     return tuple(_check_spec(_parse_json(arch))["widths"])
 
 

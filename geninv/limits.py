@@ -277,6 +277,47 @@ class Budget:
 HARD_LIMITS = Budget(max_width=10**6, max_layers=1000, max_parameters=10**10)
 """What a spec string may name at all, on any machine (checked by :func:`geninv.io.parse_spec`)."""
 
+MAX_KERNEL = 32
+"""Largest side of a convolution kernel a generator file may declare."""
+MAX_STRIDE = 16
+MAX_CHANNELS = 4096
+
+
+def check_conv_geometry(geometry: dict[str, Any], *, what: str = "A convolution") -> None:
+    """Refuse a convolution layer's shape parameters that no generator needs (a file's ``layers`` entry).
+
+    Kernel side 1 to :data:`MAX_KERNEL`, stride 1 to :data:`MAX_STRIDE`, channels 1 to
+    :data:`MAX_CHANNELS`, padding below the kernel, output padding below the stride, a non-empty
+    image. The layer's size itself is bounded by the widths (:meth:`Budget.check_widths`): a
+    convolution is materialised as a dense matrix by the solvers, so it costs what a dense layer of
+    the same widths costs.
+    """
+    from geninv.errors import ModelFormatError
+
+    def bad(key: str, expected: str) -> None:
+        raise ModelFormatError(f"{what}: '{key}' must be {expected}. Got {geometry.get(key)!r}.")
+
+    k = geometry.get("kernel", 0)
+    if not 1 <= k <= MAX_KERNEL:
+        bad("kernel", f"from 1 to {MAX_KERNEL}")
+    if not 1 <= geometry.get("stride", 0) <= MAX_STRIDE:
+        bad("stride", f"from 1 to {MAX_STRIDE}")
+    for key in ("in_channels", "out_channels"):
+        if not 1 <= geometry.get(key, 0) <= MAX_CHANNELS:
+            bad(key, f"from 1 to {MAX_CHANNELS}")
+    for key in ("in_height", "in_width"):
+        if not 1 <= geometry.get(key, 0) <= HARD_LIMITS.max_width:
+            bad(key, f"from 1 to {HARD_LIMITS.max_width}")
+    if not 0 <= geometry.get("padding", -1) < k:
+        bad("padding", f"from 0 to {k - 1} (below the kernel size)")
+    if "output_padding" in geometry and not 0 <= geometry["output_padding"] < geometry["stride"]:
+        bad("output_padding", f"from 0 to {geometry['stride'] - 1} (below the stride)")
+    if geometry.get("type") == "conv2d":
+        if geometry["in_height"] + 2 * geometry["padding"] < k or geometry["in_width"] + 2 * geometry["padding"] < k:
+            bad("kernel", "no larger than the padded image")
+    elif (geometry["in_height"] - 1) * geometry["stride"] + k - 2 * geometry["padding"] < 1:
+        bad("padding", "small enough to leave a non-empty output")
+
 
 def budget() -> Budget:
     """This server's budget: the defaults, changed by ``GENINV_BUDGET``."""

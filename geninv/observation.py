@@ -1,143 +1,42 @@
 """Measurement operators, noise and the :class:`Observation` every algorithm takes.
 
-``y_obs = A(G(z)) + e`` (docs/algorithms.md). Operators follow the PyLops contract: a
-``forward`` and an ``adjoint``, batched over the leading dimension, checked by a dot test.
+``y_obs = A(G(z)) + e`` (docs/algorithms.md). A measurement operator is any
+:class:`~geninv.operators.LinearOperator` on the generator's output: :class:`Identity`,
+:class:`Mask` (inpainting), :class:`GaussianMatrix` (compressed sensing), or a structured one
+(:class:`~geninv.operators.SubsampledDCT`, :class:`~geninv.operators.Blur`), also built from a spec
+string with :func:`measurement_operator` (``"gaussian:300:seed=1"``).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from geninv import masks as _masks
 from geninv._random import torch_generator
-from geninv._validation import as_tensor, check_int, check_real, fail
+from geninv._validation import as_tensor, check_real, fail
 from geninv.errors import InvalidMaskError, ShapeError
 from geninv.generator import Generator, Trace
+from geninv.operators import GaussianMatrix, Identity, LinearOperator, Mask, from_spec
+
+__all__ = [
+    "GaussianMatrix",
+    "GaussianNoise",
+    "Identity",
+    "Mask",
+    "MeasurementOperator",
+    "Observation",
+    "measurement_operator",
+    "observe",
+    "snr_to_sigma",
+]
 
 
-@runtime_checkable
-class MeasurementOperator(Protocol):
-    """A linear map from the generator's output (B, n) to measurements (B, m)."""
-
-    @property
-    def shape(self) -> tuple[int, int]: ...
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor: ...
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor: ...
-
-    @property
-    def is_selection(self) -> bool:
-        """True when the operator keeps a subset of coordinates (identity or mask)."""
-        ...
-
-    def describe(self) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Every coordinate observed."""
-
-    n: int
-
-    def __post_init__(self) -> None:
-        check_int("n", self.n, low=1)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.n, self.n)
-
-    @property
-    def is_selection(self) -> bool:
-        return True
-
-    @property
-    def mask(self) -> np.ndarray:
-        return np.ones(self.n, dtype=bool)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return y
-
-    def describe(self) -> dict[str, Any]:
-        return {"type": "identity", "n": self.n}
-
-
-@dataclass(frozen=True, eq=False)
-class Mask:
-    """Keep the coordinates where ``mask`` is True (inpainting)."""
-
-    mask: np.ndarray
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mask", _masks.validate(self.mask))
-        self.mask.setflags(write=False)
-        object.__setattr__(self, "_index", torch.from_numpy(np.flatnonzero(self.mask)))
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (int(self.mask.sum()), self.mask.size)
-
-    @property
-    def is_selection(self) -> bool:
-        return True
-
-    @property
-    def rows(self) -> torch.Tensor:
-        """Indices of the observed coordinates."""
-        return self._index  # type: ignore[attr-defined,no-any-return]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[..., self.rows.to(x.device)]
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        out = y.new_zeros((*y.shape[:-1], self.mask.size))
-        out[..., self.rows.to(y.device)] = y
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        return {"type": "mask", "n": int(self.mask.size), "observed": int(self.mask.sum())}
-
-
-@dataclass(frozen=True, eq=False)
-class GaussianMatrix:
-    """Compressed sensing: ``A`` with i.i.d. N(0, 1/m) entries (Bora et al. 2017)."""
-
-    m: int
-    n: int
-    seed: int = 0
-    matrix: torch.Tensor = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        check_int("m", self.m, low=1)
-        check_int("n", self.n, low=1)
-        rng = torch_generator(self.seed, "measurement")
-        a = torch.randn(self.m, self.n, generator=rng, dtype=torch.float64) / math.sqrt(self.m)
-        object.__setattr__(self, "matrix", a)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.m, self.n)
-
-    @property
-    def is_selection(self) -> bool:
-        return False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.matrix.to(dtype=x.dtype, device=x.device).T
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return y @ self.matrix.to(dtype=y.dtype, device=y.device)
-
-    def describe(self) -> dict[str, Any]:
-        return {"type": "gaussian", "m": self.m, "n": self.n, "seed": self.seed}
+MeasurementOperator = LinearOperator
+"""Measurement operators follow the one linear-operator contract (:mod:`geninv.operators`)."""
 
 
 SNR_DB_RANGE = (-100.0, 300.0)
@@ -171,7 +70,8 @@ class Observation:
     ----------
     y : Tensor of shape (B, m)
         The (noisy) measurements.
-    operator : MeasurementOperator
+    operator : LinearOperator
+        The measurement operator ``A`` (shape (m, n_L)).
     noise_sigma : Tensor of shape (B,)
         Noise standard deviation per signal (zeros when clean).
     z_true : Tensor of shape (B, n_0) or None
@@ -181,7 +81,7 @@ class Observation:
     """
 
     y: torch.Tensor
-    operator: Any
+    operator: LinearOperator
     noise_sigma: torch.Tensor
     z_true: torch.Tensor | None = None
     trace_true: Trace | None = None
@@ -192,8 +92,8 @@ class Observation:
 
     @property
     def mask(self) -> np.ndarray | None:
-        """Flat bool mask over the output (True = observed); None for a dense operator."""
-        return getattr(self.operator, "mask", None)
+        """Flat bool mask over the output (True = observed) for an identity or a mask; None otherwise."""
+        return self.operator.mask if isinstance(self.operator, Identity | Mask) else None
 
     @property
     def x_true(self) -> torch.Tensor | None:
@@ -244,13 +144,26 @@ class Observation:
         return cls(y=y, operator=op, noise_sigma=torch.full((y.shape[0],), sigma, dtype=generator.dtype))
 
 
-def _make_operator(generator: Generator, mask: Any, operator: Any) -> Any:
+def measurement_operator(spec: str, generator: Generator) -> LinearOperator:
+    """The measurement operator a spec string names, on ``generator``'s output.
+
+    ``gaussian:M[:seed=S]`` (i.i.d. N(0, 1/M) entries), ``dct:M[:seed=S]`` (M coefficients of the 2-D
+    DCT), ``subsample:M[:seed=S]`` (M random pixels) or ``blur[:sigma=X][:stride=K]`` (a Gaussian blur
+    sampled every K pixels); see :func:`geninv.operators.from_spec`. Image operators use the
+    generator's image shape (its last layer's, or a square).
+    """
+    return from_spec(spec, generator.output_dim, image_shape=generator.image_shape)
+
+
+def _make_operator(generator: Generator, mask: Any, operator: Any) -> LinearOperator:
     n = generator.output_dim
+    if isinstance(operator, str):
+        operator = measurement_operator(operator, generator)
     if mask is not None and operator is not None:
         raise InvalidMaskError("Pass either 'mask' or 'operator', not both.")
     if operator is not None:
-        if not isinstance(operator, MeasurementOperator):
-            fail("operator", "an Identity, Mask or GaussianMatrix", operator)
+        if not isinstance(operator, LinearOperator):
+            fail("operator", "a geninv.operators.LinearOperator (Identity, Mask, GaussianMatrix, ...)", operator)
         if operator.shape[1] != n:
             fail("operator", f"an operator on {n} coordinates (the generator's output)", operator.shape, ShapeError)
         return operator
@@ -278,7 +191,8 @@ def observe(
     z : array of shape (B, n_0) or (n_0,)
     mask : bool array of shape (n_L,), optional
         True = observed. Mutually exclusive with ``operator``.
-    operator : MeasurementOperator, optional
+    operator : LinearOperator or str, optional
+        The measurement operator, or its spec string (see :func:`measurement_operator`).
     noise_sigma : float, optional
         Standard deviation of the additive Gaussian noise.
     snr_db : float, optional

@@ -27,6 +27,7 @@ generator (or matrix) is stored in; the arithmetic itself is float64.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -512,6 +513,7 @@ def certify(
     z: Any,
     mask: Any = None,
     *,
+    operator: Any = None,
     noise_sigma: float = 0.0,
     spark_budget: int = 20000,
     saturation_tol: float = 1e-6,
@@ -525,7 +527,14 @@ def certify(
     generator : Generator
     z : array of shape (B, n_0) or (n_0,)
     mask : bool array of shape (n_L,), optional
-        True = observed. A compressed-sensing operator is not supported here.
+        True = observed. Mutually exclusive with ``operator``.
+    operator : LinearOperator or str, optional
+        Any measurement operator (or its spec string, e.g. ``"gaussian:300:seed=1"``; see
+        :func:`geninv.observation.measurement_operator`). For a selection (identity, mask) the
+        output step's rows are the observed pixels; for any other operator ``A`` they are the ``m``
+        measurements, and the output step's matrix is ``A diag(phi'(pre)) W_L`` (the output
+        activation linearised at the sample: exact for an identity output, local for the others),
+        which needs ``A.dense()``.
     noise_sigma : float
         With noise, sigmoid / tanh pixels within 3 sigma of saturation give no equation to the
         layer-by-layer steps (the whole-network test uses them, weighted by ``phi'``); also the sigma
@@ -566,30 +575,31 @@ def certify(
         "stable_condition": stable_condition,
         "memory_mb": memory_mb,
     }
+    op = _make_operator(generator, mask, operator)
     batch = np.shape(z)[0] if np.ndim(z) == 2 else 1
     with threads_for(generator, batch):
-        return _certify(generator, z, mask, options)
+        return _certify(generator, z, op, options)
 
 
 def _float64(generator: Generator) -> Generator:
     """The generator itself if float64, else a float64 copy (``Module.double`` would change it in place)."""
     if generator.dtype == torch.float64:
         return generator
-    copy = Generator(
-        [generator.weight(i).double() for i in range(generator.n_layers)],
-        [None if generator.bias(i) is None else generator.bias(i).double() for i in range(generator.n_layers)],
-        hidden=generator.hidden_activation.name,
-        output=generator.output_activation.name,
-        negative_slope=generator.hidden_activation.negative_slope,
-        name=generator.name,
-        dtype=torch.float64,
-    )
-    return copy.to(generator.device)
+    return copy.deepcopy(generator).to(torch.float64)
 
 
-def _certify(generator: Generator, z: Any, mask: Any, options: dict[str, Any]) -> Certificate:
-    op = _make_operator(generator, mask, None)
-    observed = torch.from_numpy(np.array(op.mask)).to(generator.device)
+def _observed(op: Any, n: int, device: torch.device) -> torch.Tensor | None:
+    """Bool (n,) of the coordinates a selection keeps; None for any other operator."""
+    sel = op.selection()
+    if sel is None:
+        return None
+    observed = torch.zeros(n, dtype=torch.bool)
+    observed[sel] = True
+    return observed.to(device)
+
+
+def _certify(generator: Generator, z: Any, op: Any, options: dict[str, Any]) -> Certificate:
+    observed = _observed(op, generator.output_dim, generator.device)
     trace = generator.trace(z)  # the generator's own precision decides the activation pattern
     eps = float(torch.finfo(generator.dtype).eps)
     budget = int(options["memory_mb"] * 2**20)
@@ -597,6 +607,9 @@ def _certify(generator: Generator, z: Any, mask: Any, options: dict[str, Any]) -
     smooth_output = out_act.name in ("sigmoid", "tanh")
     steps = []
     for layer in range(generator.n_layers - 1, -1, -1):
+        if observed is None and layer == generator.n_layers - 1:
+            steps.append(_certify_output_step(generator, trace, op, options, eps, budget))
+            continue
         rows = equation_rows(
             generator,
             trace,
@@ -625,8 +638,115 @@ def _certify(generator: Generator, z: Any, mask: Any, options: dict[str, Any]) -
                 scale=scale,
             )
         )
-    network = _certify_network(generator, trace, observed, options["saturation_tol"], eps, budget)
+    network = _certify_network(generator, trace, op, observed, options, eps, budget)
     return Certificate(layers=tuple(steps), widths=generator.widths, network=network, options=options)
+
+
+def output_slopes(generator: Generator, trace: Any, *, noise_sigma: float = 0.0, saturation_tol: float = 1e-6):
+    """``phi'(pre_L)`` (B, n_L), float64: the output activation linearised at each sample.
+
+    1 for an identity output, the 0/1 support for a relu output; a sigmoid / tanh pixel within
+    ``saturation_tol`` (or 3 sigma when noisy) of its bound gives 0, like a saturated pixel gives no
+    equation to a mask.
+    """
+    act = generator.output_activation
+    pre = trace.pre_activations[-1].double()
+    if act.name == "relu":
+        return (pre > 0).double()
+    if act.name in ("sigmoid", "tanh"):
+        lo, hi = act.bounds
+        y = trace.activations[-1].double()
+        tol = max(saturation_tol, 3 * noise_sigma)
+        return act.derivative(pre) * ((y - lo > tol) & (hi - y > tol))
+    return torch.ones_like(pre)
+
+
+def _dense_measurements(op: Any) -> torch.Tensor:
+    from geninv.errors import UnsupportedError
+
+    a = op.dense()
+    if a is None:
+        raise UnsupportedError(
+            f"certify needs the matrix of the measurement operator {op!r}, which exceeds "
+            "geninv.operators.dense_limit(); raise the limit (GENINV_DENSE_LIMIT)."
+        )
+    return a.double()
+
+
+def _certify_output_step(
+    generator: Generator, trace: Any, op: Any, options: dict[str, Any], eps: float, budget: int
+) -> LayerCertificate:
+    """The output step under a general measurement operator ``A`` (m rows): per sample
+    ``M = A diag(phi'(pre)) W_L`` on the last hidden layer, with the step's usual verdicts."""
+    last = generator.n_layers - 1
+    a = _dense_measurements(op).to(generator.device)
+    weight = generator.weight(last).double()
+    slopes = output_slopes(
+        generator, trace, noise_sigma=options["noise_sigma"], saturation_tol=options["saturation_tol"]
+    )
+    if last == 0:
+        support = torch.ones_like(trace.latent, dtype=torch.bool)
+    else:
+        act = generator.activation(last - 1)
+        support = trace.supports[last - 1] if act.sparse else torch.ones_like(trace.supports[last - 1])
+    m, n_in = a.shape[0], weight.shape[1]
+    batch = support.shape[0]
+    chunk = max(1, min(batch, budget // max(8 * (3 * m * n_in + 2 * n_in * n_in), 1)))
+    coh, rank, srank, smin, sparks = [], [], [], [], []
+    for lo in range(0, batch, chunk):
+        sl = slice(lo, lo + chunk)
+        mats = a @ (weight * slopes[sl].unsqueeze(-1))  # (C, m, n_in)
+        coh.append(_coherence_from_gram(mats.mT @ mats))
+        sv = torch.linalg.svdvals(mats)
+        rank.append((sv > _rank_tol(sv, m, n_in, eps)).sum(-1))
+        ssv = torch.linalg.svdvals(mats * support[sl].double().unsqueeze(-2))  # zero columns off the support
+        if ssv.shape[-1] < n_in:  # fewer measurements than unknowns: the missing singular values are 0
+            ssv = torch.cat([ssv, ssv.new_zeros(ssv.shape[0], n_in - ssv.shape[-1])], dim=-1)
+        srank.append((ssv > _rank_tol(ssv, m, n_in, eps)).sum(-1))
+        smin.append(_kth(ssv, support[sl].sum(-1)))
+        if n_in <= 64:
+            for b in range(mats.shape[0]):
+                value = _spark(mats[b], options["spark_budget"], eps)
+                sparks.append(np.nan if value is None else float(value))
+    coh_np, rank_np, srank_np, smin_np = (torch.cat(v).cpu().numpy() for v in (coh, rank, srank, smin))
+    card = support.sum(-1).cpu().numpy()
+    nrows = np.full(batch, m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = np.where(np.isinf(coh_np), 1.0, 1.0 + 1.0 / coh_np)
+        expansion = np.where(card > 0, nrows / np.maximum(card, 1), np.inf)
+    identifiable = (srank_np == card) & (card <= nrows)
+    with np.errstate(divide="ignore"):
+        gain = np.where(card == 0, 1.0, np.where(identifiable & (smin_np > 0), 1.0 / smin_np, np.inf))
+    spark_arr = np.asarray(sparks, dtype=float) if sparks else np.full(batch, np.nan)
+    verdict = np.full(batch, UNKNOWN, dtype=object)
+    if last == 0:
+        verdict[:] = np.where(rank_np == n_in, HOLDS, FAILS)
+        lbp = rank_np == n_in
+    else:
+        need = 2 * card
+        holds = (bound > need) | (rank_np == n_in)
+        verdict[holds] = HOLDS
+        verdict[~holds & (rank_np + 1 <= need)] = FAILS
+        computed = ~np.isnan(spark_arr)
+        verdict[computed] = np.where(spark_arr > need, HOLDS, FAILS)[computed]
+        lbp = card < bound / 2
+    return LayerCertificate(
+        layer=last,
+        unknowns=n_in,
+        cardinality=card.astype(np.int64),
+        rows=nrows.astype(np.int64),
+        expansion=expansion.astype(np.float64),
+        coherence=coh_np.astype(np.float64),
+        spark_bound=bound.astype(np.float64),
+        spark=spark_arr,
+        rank=rank_np.astype(np.int64),
+        support_rank=srank_np.astype(np.int64),
+        support_sigma_min=smin_np.astype(np.float64),
+        paper_unique=verdict.astype(str),
+        lbp_guaranteed=np.asarray(lbp, dtype=bool),
+        identifiable=identifiable,
+        noise_gain=gain.astype(np.float64),
+    )
 
 
 def _gather_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -866,52 +986,65 @@ def _sparks(
 
 
 def _jacobian(generator: Generator, pattern: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """``J`` (B, n_L, n_0) of ``pre_L`` in z on the hidden ``pattern``: :func:`oracle.affine_map`'s ``J``.
+    """``J`` (B, n_L, n_0) of ``pre_L`` in z on the hidden ``pattern``: :func:`oracle.affine_map`'s ``J``."""
+    from geninv.inversion.oracle import affine_map
 
-    One matrix product per layer over the whole batch, instead of a broadcast product per signal.
-    """
-    n0 = generator.latent_dim
-    batch = pattern[0].shape[0] if pattern else 1
-    jac = generator.weight(0).expand(batch, -1, -1)
-    for i in range(1, generator.n_layers):
-        act = generator.activation(i - 1)
-        slope = pattern[i - 1].to(generator.dtype)
-        if act.name == "leaky_relu":
-            slope = slope + (1 - slope) * act.negative_slope
-        stacked = (jac * slope.unsqueeze(-1)).transpose(0, 1).reshape(jac.shape[1], batch * n0)
-        jac = (generator.weight(i) @ stacked).reshape(-1, batch, n0).transpose(0, 1)
-    return jac
+    return affine_map(generator, pattern)[0]
 
 
 def _certify_network(
-    generator: Generator, trace: Any, observed: torch.Tensor, saturation_tol: float, eps: float, budget: int
+    generator: Generator,
+    trace: Any,
+    op: Any,
+    observed: torch.Tensor | None,
+    options: dict[str, Any],
+    eps: float,
+    budget: int,
 ) -> NetworkCertificate:
-    """Rank and singular values of ``J_S``, the Jacobian of the observed output on the sample's pattern."""
+    """Rank and singular values of ``J_S``, the Jacobian of the measured output on the sample's pattern.
+
+    A selection: the usable observed rows of ``J`` (scaled by ``phi'`` for a sigmoid / tanh output).
+    Any other operator ``A``: ``A diag(phi'(pre)) J`` with its ``m`` rows.
+    """
     gen64 = _float64(generator)
-    n0, n_out = generator.latent_dim, generator.output_dim
+    n0 = generator.latent_dim
     out_act = generator.output_activation
-    rows = equation_rows(generator, trace, generator.n_layers - 1, observed, saturation_tol=saturation_tol)
     pre = trace.pre_activations[-1].double()
     pattern = tuple(trace.supports[:-1])
-    batch = rows.shape[0]
-    chunk = max(1, min(batch, budget // (8 * 4 * n0 * max(generator.widths[1:]))))
+    batch = pre.shape[0]
+    if observed is not None:
+        rows = equation_rows(
+            generator, trace, generator.n_layers - 1, observed, saturation_tol=options["saturation_tol"]
+        )
+        n_rows = rows.sum(-1).cpu().numpy()
+        dims = max(generator.output_dim, n0)
+    else:
+        a = _dense_measurements(op).to(generator.device)
+        slopes = output_slopes(gen64, trace, saturation_tol=options["saturation_tol"])
+        n_rows = np.full(batch, a.shape[0])
+        dims = max(a.shape[0], n0)
+    chunk = max(1, min(batch, budget // (8 * 4 * n0 * max(*generator.widths[1:], int(n_rows.max())))))
     svals = []
     for lo in range(0, batch, chunk):
         sl = slice(lo, lo + chunk)
         jac = _jacobian(gen64, tuple(p[sl] for p in pattern))
-        weight = rows[sl].double()
-        if out_act.name in ("sigmoid", "tanh"):
-            weight = weight * out_act.derivative(pre[sl])
-        svals.append(torch.linalg.svdvals(jac * weight.unsqueeze(-1)))  # zero rows do not change them
+        if observed is None:
+            js = a @ (jac * slopes[sl].unsqueeze(-1))
+        else:
+            weight = rows[sl].double()
+            if out_act.name in ("sigmoid", "tanh"):
+                weight = weight * out_act.derivative(pre[sl])
+            js = jac * weight.unsqueeze(-1)  # zero rows do not change the singular values
+        svals.append(torch.linalg.svdvals(js))
     sv = torch.cat(svals).cpu().numpy()
     if sv.shape[1] < n0:  # fewer output rows than latents
         sv = np.concatenate([sv, np.zeros((batch, n0 - sv.shape[1]))], axis=1)
-    rank = (sv > sv[:, :1] * max(n_out, n0) * eps).sum(-1)
+    rank = (sv > sv[:, :1] * dims * eps).sum(-1)
     identifiable = rank == n0
     with np.errstate(divide="ignore"):
         pinv = np.where(identifiable, np.sqrt((1.0 / np.where(sv > 0, sv, np.inf) ** 2).sum(-1)), np.inf)
     return NetworkCertificate(
-        rows=rows.sum(-1).cpu().numpy().astype(np.int64),
+        rows=np.asarray(n_rows).astype(np.int64),
         rank=rank.astype(np.int64),
         identifiable=identifiable,
         sigma_min=sv[:, -1].copy(),

@@ -1,10 +1,17 @@
-"""Train the shipped MNIST generator: the decoder of a small fully connected VAE.
+"""Train the shipped MNIST generators: the decoders of two small VAEs.
 
-    python -m geninv.train mnist --data ../shared/data/mnist --out geninv/assets --seed 0 --epochs 100
-    python -m geninv.train digits --data DIR --out geninv/assets   # the shipped real digits (DIR: idx files)
+    python -m geninv.train mnist --data DATA --out out/mnist --seed 0 --epochs 100
+    python -m geninv.train mnist-conv --data DATA --out out/mnist-conv --seed 0 --epochs 100
+    python -m geninv.train digits --data DATA --out out/digits   # the real digits shipped in assets/
 
-The decoder is ``20 -> 128 -> 392 -> 784`` with relu hidden units, biases and a sigmoid output;
-the encoder is thrown away. MNIST (Y. LeCun, C. Cortes, C. Burges) is CC BY-SA 3.0.
+``DATA`` is a folder with the MNIST test-set idx files (default: the environment variable
+``GENINV_MNIST_DATA``, else ``data/mnist``); the output goes to a scratch folder unless ``--out`` says
+otherwise (the shipped weights are in ``assets/``). ``mnist`` is the fully connected decoder
+``20 -> 128 -> 392 -> 784``;
+``mnist-conv`` a DCGAN-style decoder: a dense layer ``20 -> 4x7x7``, then stride-2 transposed
+convolutions to ``2x14x14`` and ``1x28x28`` (each layer doubles the units, as the invertibility
+theory needs). Both have relu hidden units, biases and a sigmoid output; the
+encoders are thrown away. MNIST (Y. LeCun, C. Cortes, C. Burges) is CC BY-SA 3.0.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import argparse
 import gzip
 import json
 import math
+import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +35,11 @@ from geninv.errors import ModelFormatError
 IMAGES = "t10k-images-idx3-ubyte.gz"
 LABELS = "t10k-labels-idx1-ubyte.gz"
 DEFAULT_WIDTHS = (20, 128, 392, 784)
+MNIST_SOURCE = "https://ossci-datasets.s3.amazonaws.com/mnist/ (a mirror of http://yann.lecun.com/exdb/mnist/)"
+DEFAULT_CHANNELS = (4, 2, 1)
+"""Channels of the conv decoder's feature maps: 4x7x7 -> 2x14x14 -> 1x28x28."""
+CONV_SIZES = (4, 7, 14, 28)
+DATA_ENV = "GENINV_MNIST_DATA"
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -46,8 +60,23 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def load_mnist(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images as float32 in [0, 1] of shape (N, 784), and labels (N,)."""
+    """Images as float32 in [0, 1] of shape (N, 784), and labels (N,).
+
+    Raises
+    ------
+    InvalidValueError
+        When the folder does not hold the two files (with where to get them).
+    """
+    from geninv.errors import InvalidValueError
+
     data_dir = Path(data_dir)
+    missing = [name for name in (IMAGES, LABELS) if not (data_dir / name).is_file()]
+    if missing:
+        raise InvalidValueError(
+            f"The MNIST test set is not in {str(data_dir)[:200]!r} (missing {', '.join(missing)}): download "
+            f"{IMAGES} and {LABELS} from {MNIST_SOURCE} into that folder, or point --data (or the "
+            "environment variable GENINV_MNIST_DATA) at a folder that has them."
+        )
     images = read_idx(data_dir / IMAGES).reshape(-1, 784).astype(np.float32) / 255.0
     labels = read_idx(data_dir / LABELS).astype(np.int64)
     return images, labels
@@ -81,26 +110,68 @@ class _VAE(nn.Module):
         return self.decoder(z), mu, logvar
 
 
+class _ConvVAE(nn.Module):
+    """A VAE with a fully connected encoder and a DCGAN-style decoder (stride-2 transposed convolutions)."""
+
+    def __init__(self, latent: int, channels: Sequence[int]) -> None:
+        super().__init__()
+        if not 2 <= len(channels) <= len(CONV_SIZES) or channels[-1] != 1:
+            raise ValueError(
+                f"The 'channels' parameter must have 2 to {len(CONV_SIZES)} entries ending in 1 (one 28x28 "
+                f"image). Got {tuple(channels)!r} instead."
+            )
+        sizes = CONV_SIZES[-len(channels) :]  # the last feature maps of 4 -> 7 -> 14 -> 28
+        self.encoder = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU())
+        self.mu = nn.Linear(64, latent)
+        self.logvar = nn.Linear(64, latent)
+        dec: list[nn.Module] = [
+            nn.Linear(latent, channels[0] * sizes[0] ** 2),
+            nn.ReLU(),
+            nn.Unflatten(1, (channels[0], sizes[0], sizes[0])),
+        ]
+        for i in range(1, len(channels)):
+            # stride 2, padding 1: out = 2 (in - 1) - 2 + k, so k = out - 2 in + 4 (3 for 4 -> 7, 4 for 7 -> 14)
+            kernel = sizes[i] - 2 * sizes[i - 1] + 4
+            dec.append(nn.ConvTranspose2d(channels[i - 1], channels[i], kernel, stride=2, padding=1))
+            if i < len(channels) - 1:
+                dec.append(nn.ReLU())
+        dec.append(nn.Flatten())
+        self.decoder = nn.Sequential(*dec)
+
+    forward = _VAE.forward
+
+
 def train_mnist(
     data_dir: str | Path,
     *,
     widths: tuple[int, ...] = DEFAULT_WIDTHS,
+    channels: tuple[int, ...] | None = None,
     epochs: int = 100,
     batch_size: int = 128,
     lr: float = 1e-3,
     smoothing: float = 0.01,
     beta: float = 2.0,
     seed: int = 0,
+    limit: int | None = None,
     log=print,
 ):
     """Train the VAE and return ``(Generator, info)`` with the decoder as a geninv Generator.
+
+    Deterministic for a given seed on one machine and torch build (and thread count): two runs give
+    bit-identical weights. Elsewhere the floating-point reduction order may differ, so the weights
+    differ in their last bits and the final loss by a fraction of a percent (the shipped model: 153.61
+    here, 153.99 on another machine); what matters for inversion, the invertibility certificate,
+    does not change (``tests/unit/test_mnist.py`` checks a tiny run against a recorded one).
 
     Parameters
     ----------
     data_dir : path
         Folder with the MNIST idx files.
     widths : tuple of int
-        Decoder widths, latent first.
+        Decoder widths, latent first (the conv decoder uses only the latent size).
+    channels : tuple of int, optional
+        Train the convolutional decoder with these feature-map channels (see :data:`DEFAULT_CHANNELS`;
+        sizes 4, 7, 14, 28) instead of the fully connected one.
     epochs, batch_size, lr : int, int, float
         Adam with a cosine learning-rate schedule.
     smoothing : float
@@ -113,6 +184,8 @@ def train_mnist(
     seed : int
         Seeds the initialisation, the shuffling and the reparametrisation noise (the global torch
         generator is left untouched).
+    limit : int, optional
+        Train on the first ``limit`` images only (tiny, quick runs).
     log : callable
         Receives one progress line per epoch.
     """
@@ -122,12 +195,14 @@ def train_mnist(
         raise ValueError(f"The 'smoothing' parameter must be in [0, 0.5). Got {smoothing!r} instead.")
     rng = torch.Generator().manual_seed(seed)
     images, _ = load_mnist(data_dir)
+    if limit is not None:
+        images = images[: int(limit)]
     x_all = torch.from_numpy(images)
     targets_all = smoothing + (1.0 - 2.0 * smoothing) * x_all
     # nn.Linear initialises from the global generator: fork it so that seeding stays local.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _VAE(tuple(widths))
+        model = _VAE(tuple(widths)) if channels is None else _ConvVAE(widths[0], tuple(channels))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     start = time.perf_counter()
@@ -149,17 +224,23 @@ def train_mnist(
         sched.step()
         loss_value = total / x_all.shape[0]
         log(f"epoch {epoch:3d}/{epochs}  loss {loss_value:8.2f}  ({time.perf_counter() - start:5.1f} s)")
-    linears = [m for m in model.decoder if isinstance(m, nn.Linear)]
-    gen = Generator.from_weights(
-        [m.weight.detach() for m in linears],
-        [m.bias.detach() for m in linears],
-        hidden="relu",
-        output="sigmoid",
-        name="mnist",
-        dtype=torch.float32,
-    )
+    if channels is None:
+        linears = [m for m in model.decoder if isinstance(m, nn.Linear)]
+        gen = Generator.from_weights(
+            [m.weight.detach() for m in linears],
+            [m.bias.detach() for m in linears],
+            hidden="relu",
+            output="sigmoid",
+            name="mnist",
+            dtype=torch.float32,
+        )
+    else:
+        from geninv.io import from_sequential
+
+        gen = from_sequential(nn.Sequential(*model.decoder, nn.Sigmoid()), name="mnist-conv")
     info = {
-        "widths": list(widths),
+        "widths": list(gen.widths),
+        "channels": None if channels is None else list(channels),
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
@@ -193,11 +274,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geninv train", description="Train the shipped generators.")
     parser.add_argument(
         "what",
-        choices=["mnist", "digits"],
-        help="'mnist': train the generator; 'digits': write the shipped real digits",
+        choices=["mnist", "mnist-conv", "digits"],
+        help="'mnist' / 'mnist-conv': train that generator; 'digits': write the shipped real digits",
     )
-    parser.add_argument("--data", default="../shared/data/mnist", help="folder with the MNIST idx files")
-    parser.add_argument("--out", default="geninv/assets", help="output folder for mnist.safetensors/.json")
+    parser.add_argument(
+        "--data",
+        default=os.environ.get(DATA_ENV, "data/mnist"),
+        help=f"folder with the MNIST test-set idx files {IMAGES} and {LABELS} "
+        f"(default: ${DATA_ENV}, else data/mnist)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder for NAME.safetensors/.json "
+        "(default out/NAME, a scratch folder; the shipped ones are in assets/)",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="train on the first N images only")
     parser.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--smoothing", type=float, default=0.01, help="squeeze targets into [s, 1-s] (default 0.01)")
@@ -205,36 +297,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--widths", default="20,128,392,784", help="decoder widths, latent first (default 20,128,392,784)"
     )
+    parser.add_argument(
+        "--channels",
+        default="4,2,1",
+        help="mnist-conv: channels of the last feature maps of 4, 7, 14, 28 pixels (default 4,2,1: 7, 14, 28)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--per-class", type=int, default=4, help="digits: how many of each class (default 4)")
     args = parser.parse_args(argv)
     if args.what == "digits":
         from geninv.digits import write_digits
 
-        path = write_digits(args.data, args.out, per_class=args.per_class)
+        path = write_digits(args.data, args.out or "out/digits", per_class=args.per_class)
         print(f"wrote {path} ({path.stat().st_size} bytes)")
         return 0
     torch.set_num_threads(args.threads)
+    from geninv.errors import GeninvError
     from geninv.io import save_generator
 
+    try:
+        load_mnist(args.data)  # check the data before anything else
+    except GeninvError as exc:
+        print(f"geninv train: error: {exc}", file=sys.stderr)
+        return 2
+
     widths = tuple(int(w) for w in args.widths.split(","))
+    conv = args.what == "mnist-conv"
+    channels = tuple(int(c) for c in args.channels.split(",")) if conv else None
+    epochs = args.epochs
     gen, info = train_mnist(
         args.data,
         widths=widths,
-        epochs=args.epochs,
+        channels=channels,
+        epochs=epochs,
         smoothing=args.smoothing,
         beta=args.beta,
         seed=args.seed,
+        limit=args.limit,
         log=lambda m: print(m, file=sys.stderr),
     )
-    info["command"] = "python -m geninv.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # the data folder is this machine's: the record names it by the environment variable instead
+    words = [f"${DATA_ENV}" if w == args.data else w for w in words]
+    if "--data" not in words and not any(w.startswith("--data=") for w in words):
+        words[1:1] = ["--data", f"${DATA_ENV}"]
+    info["command"] = "python -m geninv.train " + " ".join(words)
     info["torch"] = torch.__version__
-    out = Path(args.out)
+    out = Path(args.out or f"out/{args.what}")
     out.mkdir(parents=True, exist_ok=True)
-    save_generator(gen, out / "mnist")
-    (out / "mnist_training.json").write_text(json.dumps(info, indent=2) + "\n")
-    save_sample_grid(gen, out / "samples.png")
-    print(f"saved {out / 'mnist.safetensors'} ({info})")
+    name = args.what
+    save_generator(gen, out / name)
+    (out / f"{name}_training.json").write_text(json.dumps(info, indent=2) + "\n")
+    save_sample_grid(gen, out / ("samples.png" if name == "mnist" else f"samples-{name}.png"))
+    print(f"saved {out / name}.safetensors ({info})")
     return 0
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -26,3 +30,19 @@ def mnist_like_generator() -> geninv.Generator:
 def _single_thread_determinism():
     torch.use_deterministic_algorithms(False)
     yield
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    """48 random 28x28 'digits' as MNIST idx files, for the trainers' tests."""
+    from geninv import train
+
+    rng = np.random.default_rng(0)
+    for name, array in (
+        (train.IMAGES, (rng.random((48, 28, 28)) < 0.15) * 255),
+        (train.LABELS, rng.integers(0, 10, 48)),
+    ):
+        header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        with gzip.open(tmp_path / name, "wb") as handle:
+            handle.write(header + array.astype(np.uint8).tobytes())
+    return tmp_path

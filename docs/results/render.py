@@ -20,7 +20,18 @@ from pathlib import Path
 from geninv.experiments import figure
 
 HERE = Path(__file__).resolve().parent
-PRESET_ORDER = ("expansion", "noise", "missing-random", "missing-mnist", "box-mnist", "certificate")
+PRESET_ORDER = (
+    "expansion",
+    "noise",
+    "missing-random",
+    "missing-mnist",
+    "box-mnist",
+    "noise-mnist",
+    "certificate",
+    "measurements-mnist",
+    "measurements-mnist-conv",
+    "measurements-dct-mnist",
+)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -35,7 +46,11 @@ TITLES = {
     "missing-random": "Random 20-128-392-784 generator, random pixels missing",
     "missing-mnist": "MNIST decoder, random pixels missing",
     "box-mnist": "MNIST decoder, centred box missing",
+    "noise-mnist": "MNIST decoder with Gaussian noise",
     "certificate": "Certificate vs achieved recovery (random generators)",
+    "measurements-mnist": "Compressed sensing, MNIST decoder: success vs m Gaussian measurements (n = 784)",
+    "measurements-mnist-conv": "Compressed sensing, convolutional MNIST generator: success vs m (n = 784)",
+    "measurements-dct-mnist": "MNIST decoder, m random 2-D DCT coefficients: success vs m (n = 784)",
 }
 
 
@@ -110,9 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=800)
     parser.add_argument("--height", type=int, default=450)
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable (never downloaded)")
+    parser.add_argument("--folder", type=Path, default=HERE, help="where the records are (default: docs/results)")
     args = parser.parse_args(argv)
-    presets = args.presets or [p for p in PRESET_ORDER if (HERE / f"{p}.json").exists()]
-    render(presets, width=args.width, height=args.height, chromium=args.chromium)
+    presets = args.presets or [p for p in PRESET_ORDER if (args.folder / f"{p}.json").exists()]
+    render(presets, width=args.width, height=args.height, chromium=args.chromium, folder=args.folder)
     return 0
 
 

@@ -27,12 +27,15 @@ import numpy as np
 import torch
 
 from geninv._memory import chunks
+from geninv._random import torch_generator
 from geninv.errors import UnsupportedError
 from geninv.generator import Generator
 from geninv.inversion.result import History, InversionResult, LayerStep, Status
 from geninv.inversion.status import data_fit, statuses, warn_unfit
-from geninv.observation import GaussianMatrix, Observation
+from geninv.observation import Observation
+from geninv.operators import Dense, LinearOperator
 from geninv.solvers.linear import rows_shared, support_gain
+from geninv.solvers.matrix_free import lstsq_matrix_free, nnls_matrix_free
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,10 @@ class StepProblem:
     ----------
     layer : int
         The recovered layer (0 = z).
-    weight : Tensor (m, n); bias : Tensor (m,) or None
+    weight : Tensor (m, n) or None
+        The step's matrix (``operator.dense()``); None when it is too large to materialise, and
+        the step is solved matrix-free through ``operator``.
+    bias : Tensor (m,) or None
     target : Tensor (B, m)
         Right-hand sides on ``rows``; on ``off_rows`` the upper bound of ``W x + b``.
     rows, off_rows : bool Tensor (B, m)
@@ -55,10 +61,12 @@ class StepProblem:
         The unknown is the output of a relu (so ``x >= 0``).
     noise : Tensor (B,)
         Standard deviation of the weighted targets' errors (0 when clean).
+    operator : LinearOperator or None
+        The step's linear map (default: ``Dense(weight)``).
     """
 
     layer: int
-    weight: torch.Tensor
+    weight: torch.Tensor | None
     bias: torch.Tensor | None
     target: torch.Tensor
     rows: torch.Tensor
@@ -66,14 +74,28 @@ class StepProblem:
     row_weights: torch.Tensor | None
     nonneg: bool
     noise: torch.Tensor
+    operator: LinearOperator | None = None
 
     @property
     def shifted_target(self) -> torch.Tensor:
         return self.target if self.bias is None else self.target - self.bias
 
     @property
+    def op(self) -> LinearOperator:
+        """The step's linear map."""
+        return self.operator if self.operator is not None else Dense(self.weight)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.op.shape if self.weight is None else (int(self.weight.shape[0]), int(self.weight.shape[1]))
+
+    @property
     def n(self) -> int:
-        return self.weight.shape[1]
+        return self.shape[1]
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``W x`` (without the bias) for a batch ``x`` of shape (B, n)."""
+        return x @ self.weight.T if self.weight is not None else self.op.forward(x)
 
 
 # solve(problem) -> (x (B, n), solver name, ok (B,) bool)
@@ -95,27 +117,42 @@ def _nonneg(generator: Generator, layer: int) -> bool:
     return layer > 0 and generator.activation(layer - 1).sparse
 
 
+def has_output_step(generator: Generator, obs: Observation) -> bool:
+    """Whether a layer-wise output step exists: a selection operator, or an identity output activation."""
+    return obs.operator.is_selection or generator.output_activation.name == "identity"
+
+
 def output_problem(
     generator: Generator, obs: Observation, *, saturation_tol: float = 1e-6, threshold: float = 2.0
-) -> StepProblem:
-    """The last layer's equations: undo the output activation on the usable observed coordinates."""
+) -> StepProblem | None:
+    """The last layer's equations: undo the output activation on the usable observed coordinates.
+
+    A selection (identity, mask) gives the observed coordinates, inverted elementwise. Any other
+    operator ``A`` gives ``A W_L x + A b_L = y`` when the output activation is the identity; with a
+    nonlinear output activation, ``y = A phi(W_L x + b_L)`` is not linear in ``x`` and ``A`` (m < n)
+    cannot be undone coordinate by coordinate before ``phi^{-1}``: there is no layer-wise output step,
+    and None is returned (the sweep then starts from the joint refit of z).
+    """
     last = generator.n_layers - 1
     act = generator.activation(last)
-    weight, bias = generator.weight(last), generator.bias(last)
+    layer_op = generator.operator(last)
+    weight, bias = layer_op.dense(), generator.bias(last)
     y = obs.y.to(generator.dtype)
     sigma = obs.noise_sigma.to(y)
     nonneg = _nonneg(generator, last)
-    if isinstance(obs.operator, GaussianMatrix):
+    selection = obs.operator.selection()
+    if selection is None:
         if act.name != "identity":
-            raise UnsupportedError(
-                "Layer-wise methods handle a compressed-sensing operator only with an identity output "
-                f"activation (this generator's is {act.name}); use method='gd'."
-            )
-        a = obs.operator.matrix.to(dtype=generator.dtype, device=generator.device)
+            return None
+        op = obs.operator.to(dtype=generator.dtype, device=generator.device) @ layer_op
+        a_bias = None if bias is None else obs.operator.forward(bias.unsqueeze(0))[0]
         rows = torch.ones_like(y, dtype=torch.bool)
-        return StepProblem(last, a @ weight, None if bias is None else a @ bias, y, rows, ~rows, None, nonneg, sigma)
-    full = obs.operator.adjoint(y)
-    observed = torch.from_numpy(np.array(obs.operator.mask)).to(generator.device)
+        return StepProblem(last, op.dense(), a_bias, y, rows, ~rows, None, nonneg, sigma, op)
+    observed = torch.zeros(generator.output_dim, dtype=torch.bool)
+    observed[selection] = True
+    observed = observed.to(generator.device)
+    full = torch.zeros(y.shape[0], generator.output_dim, dtype=y.dtype, device=y.device)
+    full[:, selection.to(y.device)] = y
     rows = observed.expand_as(full).clone()
     off = torch.zeros_like(rows)
     row_weights = None
@@ -144,7 +181,7 @@ def output_problem(
     else:
         target = full
     target = torch.where(rows | off, target, torch.zeros_like(target))
-    return StepProblem(last, weight, bias, target, rows, off, row_weights, nonneg, sigma)
+    return StepProblem(last, weight, bias, target, rows, off, row_weights, nonneg, sigma, layer_op)
 
 
 def hidden_problem(
@@ -177,7 +214,7 @@ def hidden_problem(
             target = torch.where(rows, x_above, torch.zeros_like(x_above))
             weights = None
         else:
-            clear = _clearly_active(x_above, spread, threshold, generator.weight(layer).shape[1])
+            clear = _clearly_active(x_above, spread, threshold, generator.widths[layer])
             zero = x_above <= 0
             rows = torch.where(noisy.unsqueeze(-1), clear, clean_rows)
             off = torch.where(noisy.unsqueeze(-1), zero, ~clean_rows)
@@ -194,9 +231,10 @@ def hidden_problem(
             slope = torch.where(x_above >= 0, torch.ones_like(x_above), torch.full_like(x_above, act.negative_slope))
             weights = torch.where(noisy.unsqueeze(-1), slope / spread.clamp_min(tiny), torch.ones_like(spread))
     noise = noisy.to(x_above.dtype)  # unit noise after whitening
+    layer_op = generator.operator(layer)
     return StepProblem(
         layer,
-        generator.weight(layer),
+        layer_op.dense(),
         generator.bias(layer),
         target,
         rows,
@@ -204,6 +242,7 @@ def hidden_problem(
         weights,
         _nonneg(generator, layer),
         noise,
+        layer_op,
     )
 
 
@@ -225,8 +264,10 @@ def _clearly_active(x: torch.Tensor, spread: torch.Tensor, threshold: float, nee
 def _step_bytes(problem: StepProblem) -> int:
     """Peak bytes per signal of a step's solvers: per-signal Gram and row stacks, unless the whole
     batch shares its rows (a fixed mask, no weights), when one factorisation serves everyone."""
-    m, n = problem.weight.shape
-    size = problem.weight.element_size()
+    m, n = problem.shape
+    size = problem.target.element_size()
+    if problem.weight is None:  # matrix-free: a few vectors per signal
+        return 8 * (m + n) * size
     if rows_shared(problem.rows, problem.row_weights):
         return 8 * (m + n) * size
     return 3 * (m * n + n * n) * size
@@ -236,7 +277,7 @@ def _estimate_spread(problem: StepProblem, x: torch.Tensor) -> torch.Tensor:
     """Standard deviation of each entry of a noisy step's estimate (zeros for clean signals)."""
     noisy = problem.noise > 0
     spread = torch.zeros_like(x)
-    if not bool(noisy.any()):
+    if not bool(noisy.any()) or problem.weight is None:  # matrix-free steps are not noise-aware
         return spread
     idx = torch.nonzero(noisy).flatten()
     rows = problem.rows[idx]
@@ -283,11 +324,16 @@ def sweep(
     saturation_tol: float = 1e-6,
     threshold: float = 2.0,
     refit_iter: int = 0,
+    seed: int = 0,
 ) -> InversionResult:
     """Run the backward sweep with ``solve`` on every step; returns the method's result.
 
     ``refit_iter > 0``: signals whose sweep estimate does not fit the data (all noisy signals, and
-    clean ones with a wrong or undetermined step) get the joint refit of z.
+    clean ones with a wrong or undetermined step) get the joint refit of z. A step whose matrix is
+    too large to materialise is solved matrix-free (:mod:`geninv.solvers.matrix_free`) instead of
+    by ``solve``. Where no layer-wise output step exists (a non-selection operator with a
+    nonlinear output activation, see :func:`output_problem`), z comes from the joint refit started
+    at the prior mean and at :data:`JOINT_STARTS` latents drawn from ``seed``.
     """
     from geninv.inversion.oracle import refit, refit_on_pattern
 
@@ -297,6 +343,14 @@ def sweep(
     steps: list[LayerStep] = []
     ok_all = torch.ones(obs.batch_size, dtype=torch.bool, device=generator.device)
     problem = output_problem(generator, obs, saturation_tol=saturation_tol, threshold=threshold)
+    if problem is None:
+        if not refit_iter:
+            raise UnsupportedError(
+                f"{method}: no layer-wise output step exists for the measurement operator {obs.operator!r} "
+                f"with a {generator.output_activation.name} output (y = A phi(W x + b) is not linear in x); "
+                "set refit_iter > 0 for the joint refit of z, or use method='hybrid' or 'gd'."
+            )
+        return _joint_only(generator, obs, method, options, start, refit_iter, seed, progress)
     for layer in range(generator.n_layers - 1, -1, -1):
         t0 = time.perf_counter()
         if layer < generator.n_layers - 1:
@@ -304,7 +358,7 @@ def sweep(
         xs, oks, sps, names = [], [], [], set()
         for part in chunks(obs.batch_size, _step_bytes(problem)):
             sub = _slice(problem, part)
-            x, name, ok = solve(sub)
+            x, name, ok = solve(sub) if sub.weight is not None else matrix_free_step(sub)
             if sub.nonneg:
                 x = x.clamp_min(0)
             xs.append(x)
@@ -316,7 +370,7 @@ def sweep(
         estimates[layer] = x
         spreads[layer] = torch.cat(sps)
         ok_all &= ok
-        pred = x @ problem.weight.T + (0 if problem.bias is None else problem.bias)
+        pred = problem.apply(x) + (0 if problem.bias is None else problem.bias)
         resid = (pred - problem.target) * problem.rows
         if problem.row_weights is not None:
             resid = resid * problem.row_weights
@@ -377,6 +431,68 @@ def sweep(
             keep[k] = torch.where(refitted.unsqueeze(-1), trace.activations[k - 1], keep[k])
     reason = np.where(ok_all.cpu().numpy(), Status.NOT_FIT.value, Status.INFEASIBLE.value)
     return finish(generator, obs, z_hat, keep, steps, fit, reason, start, method, options, refitted=refitted)
+
+
+JOINT_STARTS = 4
+"""Random starts (besides z = 0) of the joint refit where no layer-wise output step exists."""
+
+
+def joint_start(generator: Generator, obs: Observation, *, n_iter: int, seed: int = 0) -> torch.Tensor:
+    """Per signal, the lowest-loss of the Gauss-Newton refits from z = 0 and :data:`JOINT_STARTS`
+    latents drawn from N(0, I) (stream ``(seed, "init", 1)``, apart from gd's restarts)."""
+    from geninv.inversion.oracle import refit
+
+    rng = torch_generator(seed, "init", 1)
+    batch, n0 = obs.batch_size, generator.latent_dim
+    starts = torch.randn(JOINT_STARTS, batch, n0, generator=rng, dtype=torch.float64)
+    starts = torch.cat([torch.zeros(1, batch, n0, dtype=torch.float64), starts]).to(
+        dtype=generator.dtype, device=generator.device
+    )
+    best = best_loss = None
+    for z0 in starts:
+        z = refit(generator, obs, z0, n_iter=n_iter)
+        loss = _half_loss(generator, obs, z)
+        loss = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, math.inf))
+        if best is None:
+            best, best_loss = z, loss
+        else:
+            better = loss < best_loss
+            best = torch.where(better.unsqueeze(-1), z, best)
+            best_loss = torch.where(better, loss, best_loss)
+    return best
+
+
+def _joint_only(generator, obs, method, options, start, refit_iter, seed, progress) -> InversionResult:
+    t0 = time.perf_counter()
+    z_hat = joint_start(generator, obs, n_iter=refit_iter, seed=seed)
+    steps = [
+        LayerStep(
+            layer=0,
+            rows=np.full(obs.batch_size, int(obs.y.shape[1])),
+            residual=torch.sqrt(2 * _half_loss(generator, obs, z_hat)).cpu().numpy(),
+            seconds=time.perf_counter() - t0,
+            solver=f"joint refit (Gauss-Newton, {JOINT_STARTS + 1} starts): no layer-wise output step",
+            estimate=z_hat.detach().clone(),
+        )
+    ]
+    if progress is not None:
+        progress(1.0, f"{method}: joint refit of z")
+    fit = data_fit(generator, obs, z_hat)
+    reason = np.full(obs.batch_size, Status.NOT_FIT.value, dtype=object)
+    refitted = torch.ones(obs.batch_size, dtype=torch.bool, device=generator.device)
+    return finish(generator, obs, z_hat, {}, steps, fit, reason, start, method, options, refitted=refitted)
+
+
+def matrix_free_step(p: StepProblem) -> tuple[torch.Tensor, str, torch.Tensor]:
+    """A step whose matrix is not materialised: CGLS, or non-negative least squares by projected
+    gradient, on the equations (the off-support inequalities are not used)."""
+    t = p.shifted_target
+    if p.nonneg:
+        lam = 0.0
+        x, ok = nnls_matrix_free(p.op, t, p.rows, weights=p.row_weights, lam=lam)
+        return x, "matrix-free nnls", ok
+    x, ok = lstsq_matrix_free(p.op, t, p.rows, weights=p.row_weights)
+    return x, "matrix-free cgls", ok
 
 
 def _half_loss(generator: Generator, obs: Observation, z: torch.Tensor) -> torch.Tensor:
@@ -477,4 +593,5 @@ def _slice(p: StepProblem, s: slice) -> StepProblem:
         None if p.row_weights is None else p.row_weights[s],
         p.nonneg,
         p.noise[s],
+        p.operator,
     )

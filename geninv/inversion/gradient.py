@@ -305,7 +305,7 @@ def _loss_and_grad(generator, obs, z, y, weight_decay) -> tuple[torch.Tensor, to
     loss = 0.5 * resid.pow(2).sum(-1)
     d = obs.operator.adjoint(resid)
     for i in range(generator.n_layers - 1, -1, -1):
-        d = (d * generator.activation(i).derivative(pres[i])) @ generator.weight(i)
+        d = generator.backward_layer(i, d * generator.activation(i).derivative(pres[i]))
     if weight_decay:
         loss = loss + weight_decay * z.pow(2).sum(-1)
         d = d + 2 * weight_decay * z
@@ -361,13 +361,13 @@ class PluginConfig:
 @register("plugin", PluginConfig, "PLUGIn: gradient steps with the weights' transposes plugged in")
 def run_plugin(generator, obs: Observation, config: PluginConfig, *, seed: int = 0, progress=None):
     """``z <- z - eta * W_1^T ... W_L^T A^T (A G(z) - y)``: the activations' derivatives dropped."""
-    chain = generator.weight(generator.n_layers - 1)
-    for i in range(generator.n_layers - 2, -1, -1):
-        chain = chain @ generator.weight(i)
-    if hasattr(obs.operator, "matrix"):
-        chain_a = obs.operator.matrix.to(chain) @ chain
-    else:
-        chain_a = chain[torch.from_numpy(np.array(obs.operator.mask)).to(chain.device)]
+    # The chain W_L ... W_1 (n_L, n_0), built by pushing the n_0 latent directions through the layers'
+    # operators (any layer of the linear-operator contract, dense or convolutional).
+    chain_t = torch.eye(generator.latent_dim, dtype=generator.dtype, device=generator.device)
+    for i in range(generator.n_layers):
+        chain_t = generator.operator(i).forward(chain_t)
+    chain = chain_t.T
+    chain_a = obs.operator.forward(chain_t.to(obs.y.dtype)).T  # A W_L ... W_1 (m, n_0)
     sigma = float(torch.linalg.matrix_norm(chain_a, ord=2))
     if config.eta is not None:
         eta = config.eta

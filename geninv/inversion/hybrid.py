@@ -25,7 +25,7 @@ import torch
 
 from geninv._validation import check_int, check_real
 from geninv.errors import ConvergenceWarning, UnsupportedError
-from geninv.inversion._layerwise import finish
+from geninv.inversion._layerwise import finish, has_output_step
 from geninv.inversion.gradient import GradientDescentConfig, run_gradient_descent
 from geninv.inversion.oracle import refit
 from geninv.inversion.pursuit import LatentPursuitConfig, latent_pursuit
@@ -77,7 +77,8 @@ def run_hybrid(generator, obs, config: HybridConfig, *, seed: int = 0, progress=
     fit = torch.zeros(obs.batch_size, dtype=torch.bool, device=generator.device)
     # First the fast pass (undetermined steps left to the joint refit), then the paper's
     # non-negative least squares for the signals it does not fit.
-    for undetermined in ("joint", "nnls"):
+    passes = ("joint", "nnls") if has_output_step(generator, obs) else ("joint",)  # else: both are the joint refit
+    for undetermined in passes:
         todo = torch.nonzero(~fit).flatten()
         if todo.numel() == 0:
             break

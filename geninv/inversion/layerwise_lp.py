@@ -85,4 +85,5 @@ def layerwise_lp(generator, obs, config: LinearProgramConfig, *, seed: int = 0, 
         progress=progress,
         saturation_tol=config.saturation_tol,
         refit_iter=config.refit_iter,
+        seed=seed,
     )

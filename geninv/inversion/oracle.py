@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from geninv._memory import chunks
@@ -38,45 +37,53 @@ def affine_map(
 
     ``pattern[i]`` is the bool support of hidden layer i+1 (pre-activation > 0). ``out_rows``
     (indices into the output) restricts J and c to those outputs, e.g. the observed pixels.
+    J is built by pushing the n_0 unit directions of the latent through the layers' operators
+    (``forward`` only, so any layer of the linear-operator contract works, dense or not): one
+    product per layer for the whole batch.
     """
     batch = pattern[0].shape[0] if pattern else 1
-    jac = generator.weight(0).unsqueeze(0).expand(batch, -1, -1)
-    b0 = generator.bias(0)
-    c = torch.zeros(batch, generator.widths[1], dtype=generator.dtype, device=generator.device)
+    n0, dtype, device = generator.latent_dim, generator.dtype, generator.device
+    last = generator.n_layers - 1
+
+    def op(i: int):
+        layer_op = generator.operator(i)
+        return layer_op if (i != last or out_rows is None) else layer_op.restrict(out_rows)
+
+    def bias(i: int) -> torch.Tensor | None:
+        b = generator.bias(i)
+        return b if (b is None or i != last or out_rows is None) else b[out_rows.to(b.device)]
+
+    eye = torch.eye(n0, dtype=dtype, device=device)
+    jt = op(0).forward(eye).unsqueeze(0).expand(batch, -1, -1)  # J^T: row j is the image of e_j
+    b0 = bias(0)
+    c = torch.zeros(batch, jt.shape[-1], dtype=dtype, device=device)
     if b0 is not None:
         c = c + b0
-    last = generator.n_layers - 1
-    if last == 0 and out_rows is not None:
-        return jac[:, out_rows], c[:, out_rows]
     for i in range(1, generator.n_layers):
         act = generator.activation(i - 1)
-        slope = pattern[i - 1].to(generator.dtype)
+        slope = pattern[i - 1].to(dtype)
         if act.name == "leaky_relu":
             slope = slope + (1 - slope) * act.negative_slope
-        weight, bias = generator.weight(i), generator.bias(i)
-        if i == last and out_rows is not None:
-            weight = weight[out_rows]
-            bias = None if bias is None else bias[out_rows]
-        jac = weight @ (jac * slope.unsqueeze(-1))
-        c = (c * slope) @ weight.T
-        if bias is not None:
-            c = c + bias
-    return jac, c
+        layer_op = op(i)
+        jt = layer_op.forward(jt * slope.unsqueeze(1))
+        c = layer_op.forward(c * slope)
+        b = bias(i)
+        if b is not None:
+            c = c + b
+    return jt.transpose(1, 2).contiguous(), c
 
 
 def _observed_rows(obs: Observation) -> torch.Tensor | None:
     """Indices of the observed outputs for a selection operator (identity or mask); None otherwise."""
-    if hasattr(obs.operator, "matrix"):
-        return None
-    return torch.from_numpy(np.flatnonzero(np.array(obs.operator.mask)))
+    return obs.operator.selection()
 
 
 def _apply_operator(obs: Observation, a: torch.Tensor) -> torch.Tensor:
-    """Apply the measurement operator to the rows of a (B, n, k) stack."""
-    if hasattr(obs.operator, "matrix"):
-        return obs.operator.matrix.to(a) @ a
-    mask = torch.from_numpy(np.array(obs.operator.mask)).to(a.device)
-    return a[:, mask]
+    """Apply the measurement operator to the columns of a (B, n, k) stack: (B, m, k)."""
+    rows = obs.operator.selection()
+    if rows is not None:
+        return a[:, rows.to(a.device)]
+    return obs.operator.forward(a.transpose(1, 2)).transpose(1, 2)
 
 
 def _output(generator: Generator, pre: torch.Tensor, out_support: torch.Tensor | None):
@@ -95,9 +102,30 @@ def _loss(generator: Generator, obs: Observation, z: torch.Tensor) -> torch.Tens
 
 
 def _lstsq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Minimum-norm least squares per signal: (B, m, n), (B, m) -> (B, n)."""
+    """Least squares per signal: (B, m, n), (B, m) -> (B, n).
+
+    float64 with a well-conditioned system: normal equations and Cholesky (n is the latent size, so
+    the Gram matrix is tiny; 3x faster than an SVD-based solve on CPU), one refinement step with the
+    residual computed from ``a``. Otherwise, and for the signals whose factorisation fails (a
+    rank-deficient Jacobian, e.g. every unit inactive), the minimum-norm SVD-based solution.
+    """
     driver = "gelsd" if a.device.type == "cpu" else None
-    return torch.linalg.lstsq(a, b.unsqueeze(-1), driver=driver).solution.squeeze(-1)
+    if a.dtype != torch.float64 or a.shape[-2] < a.shape[-1]:
+        return torch.linalg.lstsq(a, b.unsqueeze(-1), driver=driver).solution.squeeze(-1)
+    at = a.transpose(-1, -2)
+    gram = at @ a
+    chol, info = torch.linalg.cholesky_ex(gram)
+    scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(a.dtype).tiny)
+    pivots = torch.diagonal(chol, dim1=-2, dim2=-1).pow(2).amin(-1)
+    good = (info == 0) & (pivots > scale * 1e-10)  # condition of the Gram below 1e10: stable enough
+    rhs = (at @ b.unsqueeze(-1)).squeeze(-1)
+    x = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+    resid = b - (a @ x.unsqueeze(-1)).squeeze(-1)
+    x = x + torch.cholesky_solve((at @ resid.unsqueeze(-1)), chol).squeeze(-1)
+    if not bool(good.all()):
+        bad = torch.nonzero(~good).flatten()
+        x[bad] = torch.linalg.lstsq(a[bad], b[bad].unsqueeze(-1), driver=driver).solution.squeeze(-1)
+    return x
 
 
 def _gauss_newton(
@@ -111,7 +139,7 @@ def _gauss_newton(
 ) -> torch.Tensor:
     """:func:`_gauss_newton_chunk` over chunks of signals sized from the memory budget."""
     n_out, n0 = generator.output_dim, generator.latent_dim
-    per_signal = (3 * n_out * n0 + 2 * len(_STEPS) * n_out) * generator.weight(0).element_size()
+    per_signal = (3 * n_out * n0 + 2 * len(_STEPS) * n_out) * generator.weight_of(0).element_size()
     parts = chunks(z.shape[0], per_signal)
     if len(parts) == 1:
         return _gauss_newton_chunk(generator, obs, z, pattern=pattern, out_support=out_support, n_iter=n_iter)
@@ -281,7 +309,7 @@ def oracle_latent(generator: Generator, obs: Observation, *, n_iter: int = 30) -
     out_support = obs.trace_true.supports[-1] if act.name == "relu" else None
     jac, c = affine_map(generator, pattern)
     y = obs.y.to(generator.dtype)
-    if act.name in ("sigmoid", "tanh") and not hasattr(obs.operator, "matrix"):
+    if act.name in ("sigmoid", "tanh") and obs.operator.is_selection:
         lo, hi = act.bounds
         tol = 1e-6 + 3 * obs.noise_sigma.to(y).unsqueeze(-1)
         yc = torch.minimum(torch.maximum(y, lo + tol), hi - tol)

@@ -209,6 +209,7 @@ def latent_pursuit(generator, obs, config: LatentPursuitConfig, *, seed: int = 0
         saturation_tol=config.saturation_tol,
         threshold=config.threshold,
         refit_iter=config.refit_iter,
+        seed=seed,
     )
 
 
@@ -253,6 +254,12 @@ def lbp_step(p: StepProblem, config: LayeredBPConfig) -> tuple[torch.Tensor, str
         solver += "+bp(highs)"
         for b in idx[clean].tolist():
             x[b], ok[b] = _basis_pursuit_highs(p, b)
+        # Equations that an upstream error made inconsistent have no basis-pursuit solution: keep
+        # the least-squares one there (flagged not ok), so that the joint refit has a start.
+        failed = idx[clean][~ok[idx[clean]]]
+        if failed.numel():
+            x_ls, _ = lstsq_rows(p.weight, p.shifted_target[failed], p.rows[failed])
+            x[failed] = x_ls
     if bool((~clean).any()):
         solver += "+lasso"
         nid = idx[~clean]
@@ -296,4 +303,5 @@ def layered_basis_pursuit(generator, obs, config: LayeredBPConfig, *, seed: int 
         saturation_tol=config.saturation_tol,
         threshold=config.threshold,
         refit_iter=config.refit_iter,
+        seed=seed,
     )

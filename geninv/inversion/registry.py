@@ -1,4 +1,8 @@
-"""The one list of inversion methods: dashboard, CLI, benchmarks and tests read it from here."""
+"""The one list of inversion methods: dashboard, CLI, benchmarks and tests read it from here.
+
+A method is a plain function with the :class:`Inverter` signature and a frozen config dataclass,
+registered with :func:`register`; :func:`invert` validates the inputs and the options, then calls it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 
@@ -16,8 +20,34 @@ from geninv.errors import InvalidValueError, ShapeError
 from geninv.generator import Generator
 from geninv.observation import Observation
 
+if TYPE_CHECKING:
+    from geninv.inversion.result import InversionResult
+
 Progress = Callable[[float, str], Any]
 """Progress callback: ``progress(fraction_done, message)``. Returning False asks to stop."""
+
+
+@runtime_checkable
+class Inverter(Protocol):
+    """The method contract: ``method(generator, observation, config, *, seed, progress) -> InversionResult``.
+
+    ``config`` is the method's frozen config dataclass (validated in its ``__post_init__``), ``seed``
+    seeds every random choice the method makes, and ``progress(fraction, message)`` may return False
+    to stop an iterative method early. The method must not modify its inputs and must return one
+    :class:`~geninv.inversion.result.InversionResult` whatever happens (statuses say what went wrong);
+    it raises only on input it cannot handle (an :class:`~geninv.errors.UnsupportedError` naming why).
+    """
+
+    def __call__(
+        self,
+        generator: Generator,
+        observation: Observation,
+        config: Any,
+        *,
+        seed: int = 0,
+        progress: Progress | None = None,
+    ) -> InversionResult: ...
+
 
 # Modules that register methods when imported, in display order.
 _METHOD_MODULES = (
@@ -33,7 +63,7 @@ class MethodSpec:
     """A registered method: its function, its config class and a one-line description."""
 
     name: str
-    function: Callable[..., Any]
+    function: Inverter
     config: type
     summary: str
 
@@ -42,10 +72,12 @@ _REGISTRY: dict[str, MethodSpec] = {}
 _loaded = False
 
 
-def register(name: str, config: type, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: ``@register("gd", GradientDescentConfig, "...")`` on ``f(G, obs, config, *, seed, progress)``."""
+def register(name: str, config: type, summary: str) -> Callable[[Inverter], Inverter]:
+    """Decorator: ``@register("gd", GradientDescentConfig, "...")`` on an :class:`Inverter`."""
 
-    def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(function: Inverter) -> Inverter:
+        if not dataclasses.is_dataclass(config):
+            fail("config", "a dataclass of the method's options", config)
         _REGISTRY[name] = MethodSpec(name, function, config, summary)
         return function
 

@@ -246,3 +246,67 @@ def test_ctrl_c_with_workers_stops_and_keeps_the_finished_tasks(tmp_path):
     assert proc.returncode == 130 and "the finished tasks are kept" in err
     assert 2 <= records.read_text().count("\n") < 12
     assert "--resume" in err.strip().splitlines()[-1]
+
+
+# ----------------------------------------------------------------------------- compressed sensing
+def test_invert_and_certify_from_measurement_specs(tmp_path, capsys):
+    args = ["--generator", "random:4-16-49", "--measurements", "gaussian:20:seed=3", "--samples", "2"]
+    assert main(["invert", *args, "--methods", "latent-pursuit", "hybrid", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["measurements"] == "gaussian:20:seed=3" and report["m"] == 20
+    assert report["methods"]["hybrid"]["success_rate"] == 1.0
+    assert (tmp_path / "original.png").exists() and not (tmp_path / "observed.png").exists()  # y is not an image
+    capsys.readouterr()
+    assert main(["certify", *args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["rows_mean"] == 20 and rows[-1]["identifiable_network"] == 1.0
+    assert main(["certify", "--generator", "random:4-16-49", "--measurements", "dct:3", "--samples", "2"]) == 0
+    assert "from dct:3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--measurements", "gaussian:lots"], "'measurements' parameter must be"),
+        (["--measurements", "gaussian:5000"], "at most 49 measurements"),
+        (["--measurements", "fourier:10"], "unknown kind 'fourier'"),
+    ],
+)
+def test_bad_measurement_specs_exit_2_with_one_line(args, match, capsys):
+    assert main(["certify", "--generator", "random:4-16-49", *args]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
+
+
+def test_measurements_exclude_a_mask(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["certify", "--measurements", "gaussian:10", "--missing", "0.3"])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_sweep_against_the_number_of_measurements(tmp_path, capsys):
+    code = main(
+        [
+            "sweep",
+            "--generator",
+            "random:4-16-48",
+            "--variable",
+            "measurements",
+            "--measurement",
+            "subsample",
+            "--values",
+            "2",
+            "48",
+            "--methods",
+            "latent-pursuit",
+            "--trials",
+            "3",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    payload = json.loads((tmp_path / "sweep-measurements.json").read_text())
+    rates = {row["value"]: row["success_rate"] for row in payload["summary"]}
+    assert payload["config"]["measurement"] == "subsample"
+    assert rates[48.0] > rates[2.0] == 0.0  # 2 pixels cannot pin down 4 latents; all 48 mostly do

@@ -1,12 +1,26 @@
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import geninv
 from geninv.errors import GeninvError
-from geninv.experiments import PRESETS, SweepConfig, figure, run_methods, run_sweep, summarize, write_results
+from geninv.experiments import (
+    PRESETS,
+    SweepConfig,
+    _generator_for,
+    _observation,
+    figure,
+    run_methods,
+    run_sweep,
+    summarize,
+    write_results,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY = SweepConfig(
     generator="random:4-16-48",
@@ -52,7 +66,8 @@ def test_records_columns_counts_and_ranges():
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_runs_at_tiny_size(name, tmp_path):
     preset = PRESETS[name]
-    values = preset.values[:2]
+    # compressed sensing: the largest m (few measurements send the hybrid to its long gd stage)
+    values = preset.values[-2:] if preset.variable == "measurements" else preset.values[:2]
     methods = tuple(m for m in preset.methods if m not in ("gd", "lbp"))[:2] or preset.methods[:1]
     config = dataclasses.replace(preset, trials=2, values=values, methods=methods)
     records = run_sweep(config)
@@ -106,7 +121,9 @@ def test_bad_sweep_configs():
 def test_run_methods_keeps_failures_apart():
     G = geninv.Generator.random([4, 16, 48], seed=0, output="sigmoid")
     obs = geninv.observe(G, G.sample_latent(2, seed=0), operator=geninv.GaussianMatrix(30, 48))
-    out = run_methods(G, obs, ["latent-pursuit", "gd"], options={"gd": {"n_iter": 50}})
+    # the pure layer-wise pass (no joint refit) has no output step for A sigmoid(W x + b): it refuses
+    options = {"latent-pursuit": {"refit_iter": 0}, "gd": {"n_iter": 50}}
+    out = run_methods(G, obs, ["latent-pursuit", "gd"], options=options)
     assert isinstance(out["latent-pursuit"], geninv.UnsupportedError)
     assert out["gd"].z_hat.shape == (2, 4)
 
@@ -233,3 +250,32 @@ def test_phase_config_checks_its_axes_and_budget():
     with pytest.raises(geninv.BudgetError, match="max_cost"):
         Budget(max_cost=1e9).check_phase(PhaseConfig(methods=("gd",)))
     assert Budget().check_phase(PhaseConfig()).total > 0
+
+
+def test_measurement_sweeps_are_validated_and_other_keys_unchanged():
+    # the keys the stored results in docs/results carry: adding the 'measurement' field changed none of them
+    assert PRESETS["noise"].key == json.loads((ROOT / "docs/results/noise.json").read_text())["key"]
+    assert PRESETS["expansion"].key == json.loads((ROOT / "docs/results/expansion.json").read_text())["key"]
+    base = {"generator": "random:4-16-48", "variable": "measurements", "methods": ("latent-pursuit",)}
+    assert SweepConfig(**base, values=(1.0, 48.0)).measurement == "gaussian"
+    with pytest.raises(geninv.InvalidValueError, match="'values'"):
+        SweepConfig(**base, values=(49.0,))  # more measurements than outputs
+    with pytest.raises(geninv.InvalidValueError, match="whole numbers of measurements"):
+        SweepConfig(**base, values=(2.5,))
+    with pytest.raises(geninv.InvalidValueError, match="'measurement'"):
+        SweepConfig(**base, values=(2.0,), measurement="fourier")
+    a = SweepConfig(**base, values=(2.0,), measurement="dct")
+    assert a.key != SweepConfig(**base, values=(2.0,), measurement="gaussian").key
+
+
+def test_a_measurement_sweep_draws_its_operator_per_value():
+    config = SweepConfig(
+        generator="random:4-16-48", variable="measurements", values=(10.0, 20.0), methods=("latent-pursuit",), trials=2
+    )
+    gen = _generator_for(config, 10.0)
+    obs_10 = _observation(config, gen, 10.0, 0)
+    obs_20 = _observation(config, gen, 20.0, 1)
+    assert isinstance(obs_10.operator, geninv.GaussianMatrix) and obs_10.y.shape == (2, 10)
+    assert obs_20.y.shape == (2, 20)
+    again = _observation(config, gen, 10.0, 0)
+    torch.testing.assert_close(again.y, obs_10.y)  # reproducible from the seed

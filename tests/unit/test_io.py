@@ -236,7 +236,7 @@ def test_nan_and_integer_weights_are_rejected(saved):
         ({"hidden": {"name": "leaky_relu", "negative_slope": 2}}, "negative_slope' must be in"),
         ({"bias": [True]}, "'bias' must be a bool or a list of 2 bools"),
         ({"dtype": "int8"}, "'dtype' must be one of"),
-        ({"version": 99}, "'version' must be an integer from 1 to 1"),
+        ({"version": 99}, "'version' must be an integer from 1 to 2"),
         ({"format": "other"}, "'format' must be 'geninv-generator'"),
     ],
 )

@@ -92,3 +92,24 @@ def test_readme_sections_are_spliced_between_markers():
         module.splice(readme, "performance", "x")
     real = (path.parents[1] / "README.md").read_text()
     assert all(f"<!-- {name}:begin -->" in real for name in module.SECTIONS)
+
+
+def test_compressed_sensing_table_has_a_row_per_m_and_a_column_per_generator_and_method(tables):
+    payloads = {
+        preset: {
+            "config": {"values": [20.0, 100.0]},
+            "records": _records("measurements", (20.0, 100.0), ("gd", "hybrid")),
+        }
+        for preset, _ in tables.CS_PRESETS
+    }
+    header, rows = _parse(tables.cs_table(payloads))
+    assert header == [
+        "m (of 784)",
+        "MNIST decoder: gd",
+        "MNIST decoder: hybrid",
+        "conv generator: gd",
+        "conv generator: hybrid",
+    ]
+    assert [r[0] for r in rows] == ["20", "100"]
+    assert rows[0][1].startswith("100%") and rows[1][2].startswith("0%")  # gd exact; hybrid 10^-1 .. 10^-1 * 4
+    assert tables.format_value("measurements", 100.0) == "m = 100"

@@ -94,7 +94,7 @@ def test_mask_reduces_rows_and_records_are_json_friendly():
     m = geninv.masks.random_pixels(784, 0.6, seed=2)
     clean, masked = geninv.certify(G, z), geninv.certify(G, z, mask=m)
     assert (clean.layers[0].rows == 784).all() and (masked.layers[0].rows == 314).all()
-    assert masked.identifiable.all()  # the FINDINGS case: identifiable although rows < unknowns
+    assert masked.identifiable.all()  # 60% missing: identifiable although rows < unknowns
     assert (masked.layers[0].rows < masked.layers[0].unknowns).all()
     json.dumps(masked.to_records())
 
