@@ -2,6 +2,7 @@
 
     python3 docs/newcomer.py                 # ~5-10 min; prints a table, writes out/newcomer.json
     python3 docs/newcomer.py --keep          # keep the temporary clone to look around
+    python3 docs/newcomer.py --skip "sweep measurements"   # skip (and report as skipped) matching commands
 
 It clones this repository (its committed state) into a temporary folder, then runs, in order and in
 one virtual environment, every shell command of the README's code blocks (lines starting with
@@ -121,6 +122,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per command")
     parser.add_argument("--keep", action="store_true", help="keep the temporary clone")
     parser.add_argument("--out", default=str(ROOT / "out" / "newcomer.json"))
+    parser.add_argument("--skip", action="append", default=[], help="regular expression: commands to skip")
     args = parser.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="geninv-newcomer-"))
@@ -134,6 +136,10 @@ def main(argv=None) -> int:
     report = {"clone": str(clone), "steps": []}
     before = snapshot(clone)
     for step in steps:
+        if step["kind"] == "shell" and any(re.search(pattern, step["cmd"]) for pattern in args.skip):
+            report["steps"].append({"command": step["cmd"], "ok": True, "skipped": True, "seconds": 0, "wrote": []})
+            print(f"skip {0:7.1f} s  {step['cmd'][:90]}")
+            continue
         start = time.perf_counter()
         if step["kind"] == "python":
             script = clone / "out" / "readme_example.py"
