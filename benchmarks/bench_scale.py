@@ -179,6 +179,10 @@ def plot(report: dict, path: Path) -> None:
     path.write_bytes(to_png(fig, width=900, height=500))
 
 
+def _key(row: dict) -> tuple:
+    return (tuple(row["widths"]), row["batch"], row["missing"], row["dtype"], row["method"])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -187,6 +191,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=int, default=900, help="seconds per case")
     parser.add_argument("--plot", action="store_true", help="also write scale_<device>.png")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument("--resume", action="store_true", help="keep the finished cases of OUT/scale_<device>.json")
     # child process options
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--widths", help=argparse.SUPPRESS)
@@ -219,11 +224,22 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    done: dict[tuple, dict] = {}
+    previous = out / f"scale_{kind}.json"
+    if args.resume and previous.exists():
+        old = json.loads(previous.read_text())
+        if old.get("flags") == report["flags"] and old.get("threads") == args.threads:
+            report["date"] = old["date"] + " (resumed " + report["date"] + ")"
+            done = {_key(row): row for row in old["rows"] if "error" not in row["result"]}
     for widths, batch in zip(WIDTHS, batches):
         for missing in (0.0, 0.6):
             for dtype in ("float64", "float32"):
                 for method in METHODS:
                     if (kind, widths[-1], method) in SKIP:
+                        continue
+                    row = {"widths": widths, "batch": batch, "missing": missing, "dtype": dtype, "method": method}
+                    if _key(row) in done:
+                        report["rows"].append(done[_key(row)])
                         continue
                     result = run_case(
                         widths,
@@ -236,7 +252,6 @@ def main(argv=None) -> int:
                         gd_iter=GD_ITER[kind],
                         timeout=args.timeout,
                     )
-                    row = {"widths": widths, "batch": batch, "missing": missing, "dtype": dtype, "method": method}
                     report["rows"].append(row | {"result": result})
                     print(json.dumps(report["rows"][-1]), flush=True)
                     (out / f"scale_{kind}.json").write_text(json.dumps(report, indent=1) + "\n")
