@@ -237,6 +237,8 @@ class Budget:
         for value in config.values:
             widths = sweep_widths(config, value)
             self.check_widths(widths, what=f"The generator at {config.variable}={value:g}")
+            if config.variable == "measurements":  # the operator, charged as one more dense layer
+                widths = (*widths, int(value))
             for method in config.methods:
                 if method == ORACLE:
                     cost = LAYERWISE_FACTOR[ORACLE] * layerwise_macs(widths) * config.trials

@@ -178,6 +178,24 @@ def test_sweep_page_runs_and_offers_csv():
     assert any(b.label == "Records as CSV" for b in at.get("download_button"))
 
 
+def test_sweep_page_sweeps_the_number_of_measurements_on_mnist():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.switch_page("app_pages/sweep.py").run()
+    at.selectbox(key="sweep_var").set_value("measurements").run()
+    at.text_input(key="sweep_gen").set_value("mnist")
+    at.selectbox(key="sweep_meas").set_value("gaussian")
+    at.text_input(key="sweep_values").set_value("5, 100")
+    at.number_input(key="sweep_trials").set_value(2)
+    at.multiselect(key="sweep_methods").set_value(["hybrid"])
+    next(b for b in at.button if b.label == "Run sweep").click()
+    at.run()
+    _no_exception(at)
+    assert at.session_state["sweep_config"].measurement == "gaussian"
+    summary = next(df.value for df in at.dataframe if "success_rate" in df.value.columns).set_index("value")
+    assert summary.loc[5.0, "success_rate"] == 0.0  # 5 measurements cannot pin down 20 latents
+    assert summary.loc[100.0, "success_rate"] == 1.0
+
+
 def test_sweep_page_rejects_bad_values():
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.switch_page("app_pages/sweep.py").run()
