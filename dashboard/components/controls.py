@@ -29,9 +29,9 @@ MASK_LABELS = {
 }
 MEASURE_KINDS = ("pixels", *demo.MEASUREMENTS)
 MEASURE_LABELS = {
-    "pixels": "pixels (hide some with a mask)",
-    "gaussian": "m Gaussian measurements (compressed sensing)",
-    "dct": "m random DCT coefficients",
+    "pixels": "pixels (with a mask)",
+    "gaussian": "m Gaussian measurements",
+    "dct": "m DCT coefficients",
 }
 NOISE_KINDS = ("none", "sigma", "snr")
 NOISE_LABELS = {"none": "no noise", "sigma": "σ (standard deviation)", "snr": "SNR in dB"}
@@ -234,7 +234,8 @@ def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None
         measures,
         key="meas_kind",
         format_func=MEASURE_LABELS.get,
-        help="Pixels, or m linear measurements y = A G(z) + e of the whole output (A of shape m × n).",
+        help="Pixels, or compressed sensing: m linear measurements y = A G(z) + e of the whole output "
+        "(A of shape m × n: i.i.d. Gaussian entries, or m random coefficients of the 2-D DCT).",
     )
     fields: dict[str, Any] = {"mask": "none"}
     kind = "none"
