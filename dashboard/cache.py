@@ -43,6 +43,12 @@ def sample(_generator, generator_key: str, latent_seed: int):
     return _generator.generate(z)[0].detach().cpu().double().numpy()
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def measurements_preview(_generator, generator_key: str, spec: str, x: np.ndarray):
+    """``(y, A^T y)``: the noise-free measurements of ``x`` under a measurement spec and their back-projection."""
+    return demo.preview_measurements(_generator, spec, x)
+
+
 def digit_image(k: int):
     """A shipped real MNIST digit (784 values in [0, 1])."""
     return digits.digit(k)

@@ -30,10 +30,12 @@ from geninv._validation import check_choice, check_int, check_real, fail
 from geninv.errors import GeninvError, InvalidValueError
 from geninv.generator import Generator
 from geninv.limits import Budget
-from geninv.observation import Observation, observe
+from geninv.observation import Observation, measurement_operator, observe
 from geninv.viz import image_shape
 
 MASKS = ("none", "random", "box", "half", "custom")
+MEASUREMENTS = ("gaussian", "dct")
+"""Measurement operators an experiment may use instead of pixels (compressed sensing; see :func:`measurement_spec`)."""
 NOISES = ("none", "sigma", "snr")
 HALVES = ("bottom", "top", "left", "right")
 UPLOAD = "upload"
@@ -57,7 +59,7 @@ LINK_HIDDEN = ("relu", "leaky_relu")
 LINK_OUTPUT = ("identity", "sigmoid", "tanh", "relu")
 QUERY_KEYS = (
     "gen", "z", "digit", "methods", "seed", "mask", "mask_seed", "missing", "box", "half", "custom",
-    "noise", "noise_seed", "level", "options",
+    "noise", "noise_seed", "level", "options", "meas",
 )  # fmt: skip
 DIGIT_PIXELS = 784
 """Output size a generator needs to take a real MNIST digit as its signal."""
@@ -99,6 +101,11 @@ class Corruption:
     snr_db : float
     mask_seed : int
     noise_seed : int
+    measurements : str
+        Measure through an operator instead of pixels (compressed sensing): ``"gaussian:M[:seed=S]"``
+        (``M`` random Gaussian measurements) or ``"dct:M[:seed=S]"`` (``M`` random 2-D DCT coefficients);
+        ``""`` (default) measures pixels, through the mask. Stored as ``"kind:M:seed=S"``. The operator
+        replaces the mask, so ``mask`` must then be ``"none"``.
     """
 
     mask: str = "none"
@@ -111,9 +118,22 @@ class Corruption:
     snr_db: float = 20.0
     mask_seed: int = 0
     noise_seed: int = 0
+    measurements: str = ""
 
     def __post_init__(self) -> None:
         check_choice("mask", self.mask, MASKS)
+        if not isinstance(self.measurements, str):
+            fail(
+                "measurements", "a measurement spec such as 'gaussian:100:seed=1', or '' for pixels", self.measurements
+            )
+        if self.measurements:
+            object.__setattr__(self, "measurements", measurement_spec(self.measurements))
+            if self.mask != "none":
+                fail(
+                    "mask",
+                    "'none' with a measurement operator (it replaces the pixel mask: use one or the other)",
+                    self.mask,
+                )
         check_choice("noise", self.noise, NOISES)
         check_choice("half", self.half, HALVES)
         check_real("missing", self.missing, low=0.0, high=1.0, high_open=True)
@@ -169,7 +189,9 @@ class Experiment:
 
     The signal is the generator's sample ``G(z)`` with ``z`` drawn from ``latent_seed``, or, with
     ``digit`` set, a real MNIST test digit (:mod:`geninv.digits`; generators of 784 outputs), which
-    is not in the generator's range: its reference latent is its projection onto the range.
+    is not in the generator's range: its reference latent is its projection onto the range. The
+    signal is measured through the corruption's mask, or through its measurement operator
+    (``corruption.measurements``: compressed sensing, ``y = A G(z) + e`` with ``m`` rows).
     """
 
     generator: str = "mnist"
@@ -239,6 +261,8 @@ class Experiment:
                 "half": {"half": c.half},
                 "custom": {"custom": c.custom},
             }[c.mask]
+        if c.measurements:
+            query["meas"] = c.measurements
         if c.noise != "none":
             query["noise"] = c.noise
             query["noise_seed"] = str(c.noise_seed)
@@ -279,6 +303,11 @@ class Experiment:
         mask, noise = q.get("mask", "none"), q.get("noise", "none")
         check_choice("mask", mask, MASKS)
         check_choice("noise", noise, NOISES)
+        meas = _link_measurements(q["meas"]) if "meas" in q else ""
+        if meas and mask != "none":
+            fail(
+                "mask", "absent with meas (a measurement operator replaces the pixel mask: use one or the other)", mask
+            )
         used = {
             "random": ("missing", "mask_seed"),
             "box": ("box",),
@@ -286,7 +315,7 @@ class Experiment:
             "custom": ("custom",),
             "none": (),
         }[mask] + (("level", "noise_seed") if noise != "none" else ())
-        fields: dict[str, Any] = {"mask": mask, "noise": noise}
+        fields: dict[str, Any] = {"mask": mask, "noise": noise, "measurements": meas}
         for key in ("missing", "mask_seed", "box", "half", "custom", "level", "noise_seed"):
             if key not in q:
                 continue
@@ -335,9 +364,24 @@ class Experiment:
         return dataclasses.asdict(self)
 
     def check_signal(self, output_dim: int) -> None:
-        """A real digit needs a generator of :data:`DIGIT_PIXELS` outputs."""
+        """A real digit needs a generator of :data:`DIGIT_PIXELS` outputs; a measurement operator at most
+        ``output_dim`` rows (and, for the DCT, an image output)."""
         if self.digit is not None and output_dim != DIGIT_PIXELS:
             fail("digit", f"a generator of {DIGIT_PIXELS} outputs (28 x 28 images)", f"one of {output_dim}")
+        spec = self.corruption.measurements
+        if spec:
+            parsed = parse_measurements(spec)
+            if parsed["m"] > output_dim:
+                fail("meas", f"at most {output_dim} measurements (the generator's output size)", spec)
+            if parsed["kind"] == "dct" and image_shape(output_dim) is None:
+                fail("meas", f"'gaussian:M' (the DCT needs an image; this output has {output_dim} values)", spec)
+
+    def operator(self, generator: Generator) -> Any:
+        """The measurement operator (a :class:`~geninv.operators.LinearOperator`), or None for pixels."""
+        if not self.corruption.measurements:
+            return None
+        self.check_signal(generator.output_dim)
+        return measurement_operator(self.corruption.measurements, generator)
 
     def observation(self, generator: Generator) -> Observation:
         """The corrupted measurement of this experiment's signal (ground truth kept).
@@ -352,13 +396,14 @@ class Experiment:
             fail("mask", "at least one observed pixel", "a mask that hides everything")
         sigma = c.sigma if c.noise == "sigma" else None
         snr = c.snr_db if c.noise == "snr" else None
+        op = self.operator(generator)
         if self.digit is None:
             z = generator.sample_latent(1, seed=self.latent_seed)
-            return observe(generator, z, mask=mask, noise_sigma=sigma, snr_db=snr, seed=c.noise_seed)
-        return self._digit_observation(generator, mask, sigma, snr)
+            return observe(generator, z, mask=mask, operator=op, noise_sigma=sigma, snr_db=snr, seed=c.noise_seed)
+        return self._digit_observation(generator, mask, op, sigma, snr)
 
     def _digit_observation(
-        self, generator: Generator, mask: Any, sigma: float | None, snr: float | None
+        self, generator: Generator, mask: Any, operator: Any, sigma: float | None, snr: float | None
     ) -> Observation:
         from geninv.digits import digit, project, stored_projection
         from geninv.observation import GaussianNoise, _make_operator, snr_to_sigma
@@ -369,7 +414,7 @@ class Experiment:
             z_ref = project(generator, x, seed=self.seed)
         else:
             z_ref = torch.as_tensor(np.array(stored), dtype=generator.dtype, device=generator.device).unsqueeze(0)
-        op = _make_operator(generator, mask, None)
+        op = _make_operator(generator, mask, operator)
         clean = op.forward(x)
         if snr is not None:
             noise_sigma = snr_to_sigma(clean, snr)
@@ -386,6 +431,7 @@ class Experiment:
 
 _CORRUPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Corruption)}
 _INT = re.compile(r"[0-9]{1,20}", re.ASCII)
+_MEAS = re.compile(r"(?:gaussian|dct):[0-9]{1,9}(?::seed=[0-9]{1,20})?", re.ASCII)
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?", re.ASCII)
 
 
@@ -438,6 +484,44 @@ def _link_value(key: str, text: str, noise: str) -> Any:
     if key == "half":
         return check_choice("half", text, HALVES)
     return text  # custom: unpacked (and its size checked) against the generator's output
+
+
+def parse_measurements(spec: str) -> dict[str, Any]:
+    """``{"kind", "m", "seed"}`` of a measurement spec an experiment may use (:data:`MEASUREMENTS`).
+
+    Raises InvalidValueError naming ``measurements`` for anything else (another kind, no ``M``, a
+    malformed option); the range of ``M`` is checked against the generator by
+    :meth:`Experiment.check_signal`.
+    """
+    from geninv.operators import parse_spec
+
+    expected = "'gaussian:M[:seed=S]' or 'dct:M[:seed=S]' with M a positive number of measurements"
+    try:
+        parsed = parse_spec(spec)
+    except InvalidValueError:
+        fail("measurements", expected, spec)
+    if parsed["kind"] not in MEASUREMENTS:
+        fail("measurements", expected, spec)
+    check_int("measurements seed", parsed["seed"], low=0, high=SEED_MAX)
+    return parsed
+
+
+def measurement_spec(spec: str) -> str:
+    """The canonical spelling ``"kind:M:seed=S"`` of a measurement spec (see :func:`parse_measurements`)."""
+    parsed = parse_measurements(spec)
+    return f"{parsed['kind']}:{parsed['m']}:seed={parsed['seed']}"
+
+
+def _link_measurements(text: str) -> str:
+    """A link's ``meas``: a spec the dashboard's widgets can show (seed within range), canonically spelled."""
+    try:
+        if not _MEAS.fullmatch(text):  # exactly as written: no spaces, no option but the seed
+            raise InvalidValueError(text)
+        parsed = parse_measurements(text)
+    except InvalidValueError:
+        fail("meas", "'gaussian:M[:seed=S]' or 'dct:M[:seed=S]' (M measurements, 1 to the output size)", text)
+    check_int("meas seed", parsed["seed"], low=0, high=LINK_SEED_MAX)
+    return measurement_spec(text)
 
 
 def _check_link_spec(spec: str) -> None:
@@ -587,32 +671,34 @@ DEFINITIONS: dict[str, str] = {
     "step_gain_product": "Product of the per-layer gains: what a purely layer-by-layer pass can pay.",
     "oracle": "Least squares on the true activation pattern: it knows the true supports (no method does); "
     "the best error reachable at this noise level.",
+    "measurements": "m: rows of the measurement operator A (compressed sensing: y = A G(z) + e, A of shape m × n).",
     "equations": "Usable output rows: observed pixels, minus sigmoid / tanh pixels within 3σ of saturation "
     "(their value says only 'near 0 or 1', not an equation).",
 }
 """One-line definition of every metric and verdict the dashboard shows."""
 
 
-def verdict_words(network: Mapping[str, Any]) -> tuple[str, str]:
+def verdict_words(network: Mapping[str, Any], *, measured: str = "pixels") -> tuple[str, str]:
     """A network certificate record in words a student understands: (headline, one-line explanation).
 
-    ``network`` is one of :meth:`geninv.Certificate.network_records`. The headline never says "not
-    identifiable" from the layer-by-layer test alone.
+    ``network`` is one of :meth:`geninv.Certificate.network_records`; ``measured`` names what was
+    observed (``"pixels"``, or ``"measurements"`` for a measurement operator). The headline never
+    says "not identifiable" from the layer-by-layer test alone.
     """
     cond = float(network.get("condition", math.inf))
     times = _times(cond)
     if not network.get("identifiable_network"):
         return (
             "not identifiable: other latents give the same measurements",
-            "The Jacobian of the observed pixels is rank deficient on this activation pattern: no method can "
+            f"The Jacobian of the observed {measured} is rank deficient on this activation pattern: no method can "
             "tell z apart from its neighbours along a flat direction.",
         )
     layerwise = bool(network.get("identifiable_layerwise"))
     stable = bool(network.get("stable"))
     head = "identifiable and stable" if stable else f"identifiable but unstable: noise ×{times}"
     why = (
-        "Only one latent near z explains the observed pixels"
-        + ("" if stable else f", but a relative error in the pixels can be amplified up to {times} times in z")
+        f"Only one latent near z explains the observed {measured}"
+        + ("" if stable else f", but a relative error in the {measured} can be amplified up to {times} times in z")
         + "."
     )
     if layerwise:
@@ -641,6 +727,12 @@ class Outcome:
     an ``"oracle"`` entry in ``methods`` (least squares on the true activation pattern). With a real
     digit, ``digit`` holds the digit, its projection onto the range and the projection's error, and
     ``z`` / ``true_layers`` are the projection's.
+
+    With a measurement operator (compressed sensing) ``measurements`` holds its spec, kind, ``m``
+    (rows), ``n`` (the output size) and the measurements ``y`` themselves; ``observed`` is then the
+    back-projection ``A^T y`` (an image, not the measurements), and ``mask`` is None.
+    ``layer_shapes[k]`` is the shape of ``x_k`` (0 = z): ``(C, H, W)`` where a convolution produces
+    or reads it (draw its support as C feature maps), else ``(n_k,)``.
     """
 
     experiment: Experiment
@@ -648,7 +740,7 @@ class Outcome:
     image_shape: tuple[int, int] | None
     z: np.ndarray
     x_true: np.ndarray
-    observed: np.ndarray  # the measurements placed on the full output (hidden entries 0)
+    observed: np.ndarray  # A^T y: the measurements placed on the full output (hidden entries 0)
     mask: np.ndarray | None
     sigma: float
     true_layers: list[np.ndarray]
@@ -658,11 +750,13 @@ class Outcome:
     network: dict[str, Any] = field(default_factory=dict)
     digit: dict[str, Any] | None = None
     threshold: float = THRESHOLD
+    measurements: dict[str, Any] | None = None
+    layer_shapes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def verdict(self) -> tuple[str, str]:
         """The whole-network verdict in words: (headline, explanation)."""
-        return verdict_words(self.network)
+        return verdict_words(self.network, measured="pixels" if self.measurements is None else "measurements")
 
     def table(self) -> list[dict[str, Any]]:
         """One row per method (the oracle last): status, recovered?, latent error, PSNR, errors, time, cost."""
@@ -714,6 +808,8 @@ class Outcome:
                 "experiment": self.experiment.to_dict(),
                 "query": self.experiment.to_query(),
                 "widths": list(self.widths),
+                "layer_shapes": [list(s) for s in self.layer_shapes],
+                "measurements": self.measurements,
                 "z_true": self.z,
                 "sigma": self.sigma,
                 "network": self.network,
@@ -751,6 +847,8 @@ class Outcome:
         }
         if self.mask is not None:
             out["mask"] = self.mask
+        if self.measurements is not None:
+            out["measurements"] = self.measurements["y"]
         for i, (layer, support) in enumerate(zip(self.true_layers, self.true_supports, strict=True)):
             out[f"truth/x{i + 1}"] = layer
             out[f"truth/support{i + 1}"] = support
@@ -846,7 +944,9 @@ def run(
     trace = obs.trace_true
     mask = obs.mask
     sigma = float(obs.noise_sigma[0])
-    cert = certify(generator, obs.z_true, mask=mask, noise_sigma=sigma, spark_budget=SPARK_BUDGET)
+    spec = experiment.corruption.measurements
+    measured = {"operator": obs.operator} if spec else {"mask": mask}
+    cert = certify(generator, obs.z_true, noise_sigma=sigma, spark_budget=SPARK_BUDGET, **measured)
     results = run_methods(
         generator, obs, experiment.methods, options=experiment.options, seed=experiment.seed, progress=progress
     )
@@ -854,8 +954,19 @@ def run(
         results[ORACLE] = oracle_result(generator, obs)
     outcomes = {name: _method_outcome(generator, obs, name, res) for name, res in results.items()}
     network = cert.network_records()[0]
-    n_observed = int(generator.output_dim if mask is None else np.asarray(mask).sum())
+    n_observed = int(obs.y.shape[1] if spec else generator.output_dim if mask is None else np.asarray(mask).sum())
     network |= {"observed": n_observed, "equations_output": int(cert.layers[0].rows[0])}
+    measurements = None
+    if spec:
+        parsed = parse_measurements(spec)
+        measurements = {
+            "spec": spec,
+            "kind": parsed["kind"],
+            "m": int(obs.y.shape[1]),
+            "n": int(generator.output_dim),
+            "seed": int(parsed["seed"]),
+            "y": _np(obs.y[0]),
+        }
     digit_info = None
     if experiment.digit is not None:
         from geninv.digits import CREDIT, load_digits
@@ -885,6 +996,8 @@ def run(
         x_true=_np(obs.x_true[0]) if digit_info is None else digit_info["image"],
         observed=_np(obs.operator.adjoint(obs.y)[0]),
         mask=None if mask is None else np.asarray(mask, dtype=bool),
+        measurements=measurements,
+        layer_shapes=tuple(tuple(int(d) for d in generator.layer_shape(k)) for k in range(generator.n_layers + 1)),
         sigma=float(obs.noise_sigma[0]),
         true_layers=[_np(a[0]) for a in trace.activations[:-1]],
         true_supports=[s[0].cpu().numpy() for s in trace.supports[:-1]],
@@ -893,6 +1006,17 @@ def run(
         network=network,
         digit=digit_info,
     )
+
+
+def preview_measurements(generator: Generator, spec: str, x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The noise-free measurements ``y = A x`` of an output ``x`` under a measurement spec, and their
+    back-projection ``A^T y`` (what the dashboard shows before a run)."""
+    op = measurement_operator(measurement_spec(spec), generator)
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=generator.dtype, device=generator.device)
+    with torch.no_grad():
+        y = op.forward(xt.reshape(1, -1))
+        back = op.adjoint(y)
+    return _np(y[0]), _np(back[0])
 
 
 @dataclass
@@ -981,7 +1105,8 @@ def batch_observation(generator: Generator, experiment: Experiment, n: int) -> O
     z = generator.sample_latent(n, seed=experiment.latent_seed)
     sigma = c.sigma if c.noise == "sigma" else None
     snr = c.snr_db if c.noise == "snr" else None
-    return observe(generator, z, mask=mask, noise_sigma=sigma, snr_db=snr, seed=c.noise_seed)
+    op = experiment.operator(generator)
+    return observe(generator, z, mask=mask, operator=op, noise_sigma=sigma, snr_db=snr, seed=c.noise_seed)
 
 
 def run_batch(
@@ -1026,7 +1151,8 @@ def run_batch(
                 "status": np.asarray(res.statuses, dtype=str),
             }
         seconds[name] = float(res.seconds)
-    cert = certify(generator, obs.z_true, mask=obs.mask, noise_sigma=float(np.median(sigma)), spark_budget=SPARK_BUDGET)
+    measured = {"operator": obs.operator} if experiment.corruption.measurements else {"mask": obs.mask}
+    cert = certify(generator, obs.z_true, noise_sigma=float(np.median(sigma)), spark_budget=SPARK_BUDGET, **measured)
     network = {
         "identifiable_network": np.asarray(cert.identifiable_network, dtype=bool),
         "identifiable_layerwise": np.asarray(cert.identifiable, dtype=bool),

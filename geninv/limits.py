@@ -184,6 +184,7 @@ class Budget:
     def check_experiment(self, experiment: Any, widths: Sequence[int] | None = None, *, batch: int = 1) -> Cost:
         """Check a :class:`geninv.demo.Experiment` (its methods, the oracle when noisy, the certificate and,
         for a real digit without a stored projection, the projection) on ``batch`` samples; returns its cost.
+        A measurement operator of ``m`` rows is charged as one more dense layer ``n_L -> m``.
 
         ``widths`` is needed for an uploaded generator (its spec does not say); otherwise it is read from
         the spec, so that nothing is built before the check.
@@ -200,6 +201,12 @@ class Budget:
             widths = self.check_spec(experiment.generator)
         else:
             self.check_widths(widths)
+        spec = getattr(experiment.corruption, "measurements", "")
+        if spec:  # charged as one more dense layer: an upper bound (the DCT is cheaper than a matrix)
+            from geninv.demo import parse_measurements
+
+            widths = (*widths, parse_measurements(spec)["m"])
+            self.check_widths(widths, what="The generator with its measurement operator")
         parts: dict[str, float] = {}
         for method in experiment.methods:
             config = make_config(method, **experiment.options.get(method, {}))
@@ -230,6 +237,8 @@ class Budget:
         for value in config.values:
             widths = sweep_widths(config, value)
             self.check_widths(widths, what=f"The generator at {config.variable}={value:g}")
+            if config.variable == "measurements":  # the operator, charged as one more dense layer
+                widths = (*widths, int(value))
             for method in config.methods:
                 if method == ORACLE:
                     cost = LAYERWISE_FACTOR[ORACLE] * layerwise_macs(widths) * config.trials

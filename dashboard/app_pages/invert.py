@@ -46,6 +46,7 @@ latent_seed, digit = controls.sample_picker(G.output_dim)
 shape = viz.image_shape(G.output_dim)
 clean = cache.digit_image(digit) if digit is not None else cache.sample(G, choice.key, latent_seed)
 corruption, mask = controls.corruption_picker(G.output_dim)
+meas = corruption.measurements if corruption is not None else ""
 submitted, chosen, options, run_seed = controls.methods_form()
 st.sidebar.caption(f"Generator widths {' → '.join(map(str, G.widths))}; float64.")
 
@@ -57,6 +58,10 @@ def _image(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
 def _caption_metrics(m: demo.MethodOutcome) -> str:
     err, psnr = m.metrics.get("latent_error", float("nan")), m.metrics.get("psnr", float("nan"))
     return f"latent error {err:.1e} · PSNR {psnr:.1f} dB · {m.seconds:.2f} s"
+
+
+def _measured(m: int, n: int) -> str:
+    return f"{m} of {n} measurements"
 
 
 def _url(exp: demo.Experiment) -> dict[str, str]:
@@ -85,17 +90,43 @@ if lesson is not None:
 # ---------------------------------------------------------------- the signal and its corruption
 if lesson is None or "signal" in (st.session_state.get("_unfold") or ()):
     cols = st.columns([1, 1, 2] if shape else [1])
+    preview = None
+    if meas:  # compressed sensing: no pixel is observed as such; show what the m measurements say
+        try:
+            preview = cache.measurements_preview(G, choice.key, meas, clean)
+        except GeninvError as exc:
+            safety.show_error(exc)
     if shape:
         title = f"G(z), latent seed {latent_seed}" if digit is None else "the real digit"
         cols[0].image(_image(clean), caption=title, width=150)
-        cols[1].image(_image(clean, mask), caption="observed (hidden pixels in red)", width=150)
-        with cols[2]:
-            if mask is not None:
-                st.download_button("Mask as PNG", masks.to_png(mask, shape), "mask.png", "image/png", key="dl_mask")
-                st.caption(f"{int(mask.sum())} of {mask.size} pixels observed.")
-            controls.canvas_panel(clean, shape)
+        if preview is not None:
+            y_preview, back = preview
+            cols[1].image(_image(back), caption="Aᵀy: the measurements back-projected", width=150)
+            with cols[2]:
+                st.plotly_chart(
+                    figures.measurements(y_preview, n=G.output_dim, kind=meas.split(":")[0]),
+                    width="stretch",
+                    key="meas_preview",
+                )
+                st.caption(
+                    f"{_measured(y_preview.size, G.output_dim)}: y = A G(z) + e with A of shape "
+                    f"{y_preview.size} × {G.output_dim}; no pixel is seen directly."
+                )
+        elif not meas:
+            cols[1].image(_image(clean, mask), caption="observed (hidden pixels in red)", width=150)
+            with cols[2]:
+                if mask is not None:
+                    st.download_button("Mask as PNG", masks.to_png(mask, shape), "mask.png", "image/png", key="dl_mask")
+                    st.caption(f"{int(mask.sum())} of {mask.size} pixels observed.")
+                controls.canvas_panel(clean, shape)
     else:
         cols[0].plotly_chart(figures.signal_line({"G(z)": clean}, mask), width="stretch")
+        if preview is not None:
+            cols[0].plotly_chart(
+                figures.measurements(preview[0], n=G.output_dim, kind=meas.split(":")[0]),
+                width="stretch",
+                key="meas_preview",
+            )
 
 # ---------------------------------------------------------------- run
 experiment = None
@@ -183,6 +214,8 @@ with st.container(border=True):
                 f"{net.get('predicted_error', float('nan')):.2g}",
                 help=DEF["predicted_error"],
             )
+        elif outcome.measurements is not None:
+            c3.metric("measurements m", f"{outcome.measurements['m']}", help=DEF["measurements"])
         else:
             c3.metric("usable pixels", f"{net.get('equations_output')}", help=DEF["equations"])
     if outcome.sigma > 0:
@@ -220,7 +253,11 @@ if outcome.digit is not None:
     )
 else:
     panels.append(("original", outcome.x_true, "G(z)", None, None))
-panels.append(("observed", outcome.observed, "measurements y", outcome.mask, None))
+cs = outcome.measurements
+if cs is None:
+    panels.append(("observed", outcome.observed, "measurements y", outcome.mask, None))
+else:
+    panels.append(("Aᵀy", outcome.observed, f"back-projection of the {_measured(cs['m'], cs['n'])}", None, None))
 for name, m in ok.items():
     label = name
     caption = _caption_metrics(m) + (" · knows the true supports" if name == demo.ORACLE else "")
@@ -254,6 +291,12 @@ if shape:
 else:
     signals = {"original": outcome.x_true} | {name: m.x_hat for name, m in ok.items()}
     st.plotly_chart(figures.signal_line(signals, outcome.mask), width="stretch")
+if cs is not None:
+    st.plotly_chart(figures.measurements(cs["y"], n=cs["n"], kind=cs["kind"]), width="stretch", key="meas_run")
+    st.caption(
+        f"Compressed sensing: {_measured(cs['m'], cs['n'])} ({cs['spec']}), y = A G(z) + e. No pixel is observed "
+        "directly, so the Aᵀy panel is the back-projection of y, not a picture of what was seen."
+    )
 
 table = pd.DataFrame(outcome.table())
 shown = ["method", "status", "recovered", "latent_error", "psnr_db", "signal_error", "observed_residual"]
@@ -392,9 +435,17 @@ def _step_view(name: str, m: demo.MethodOutcome) -> None:
         choice_label = st.select_slider("State of the pursuit (output → z)", labels, key=key)
         pos = labels.index(choice_label)
         if pos == 0:
-            if shape:
-                st.image(_image(outcome.x_true, outcome.mask), caption="the measurements", width=180)
-            st.caption("The pursuit starts from the observed pixels and goes down one layer at a time.")
+            if outcome.measurements is not None:
+                if shape:
+                    st.image(_image(outcome.observed), caption="Aᵀy: the measurements back-projected", width=180)
+                cs_m = outcome.measurements
+                st.caption(
+                    f"The pursuit starts from the {_measured(cs_m['m'], cs_m['n'])} and goes down one layer at a time."
+                )
+            else:
+                if shape:
+                    st.image(_image(outcome.x_true, outcome.mask), caption="the measurements", width=180)
+                st.caption("The pursuit starts from the observed pixels and goes down one layer at a time.")
         else:
             s = m.steps[pos - 1]
             if shape:
@@ -478,7 +529,12 @@ with tab_support:
         for i in range(len(outcome.true_supports)):
             maps = {name: m.layers[i]["map"] for name, m in ok.items()}
             highlight = selected_unit[1] if selected_unit and selected_unit[0] == i + 1 else None
-            st.plotly_chart(figures.support_map(maps, i + 1, highlight=highlight), width="stretch")
+            layer_shape = outcome.layer_shapes[i + 1] if len(outcome.layer_shapes) > i + 1 else None
+            st.plotly_chart(
+                figures.support_map(maps, i + 1, highlight=highlight, shape=layer_shape),
+                width="stretch",
+                key=f"support_map_{i + 1}",
+            )
         st.caption(
             "Blue: active unit found; orange: active unit missed; vermillion: false alarm (found active, truly "
             "inactive); light grey: inactive in both. A unit clicked in the network picture is framed."

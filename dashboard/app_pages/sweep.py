@@ -24,11 +24,19 @@ VARIABLES = {
     "box": "side of a hidden centred box (pixels)",
     "expansion": "expansion ratio r (random generators)",
 }
+SWEEP_VARIABLES = VARIABLES | {"measurements": "measurements m (compressed sensing)"}
+"""The 1-D sweep's variables: the phase map's, and the number of measurements of an operator."""
+MEASUREMENT_LABELS = {
+    "gaussian": "Gaussian matrix (m × n)",
+    "dct": "m random 2-D DCT coefficients",
+    "subsample": "m random pixels",
+}
 DEFAULT_VALUES = {
     "missing": "0, 0.2, 0.4, 0.6",
     "noise_db": "1000, 30, 20, 10",
     "box": "0, 6, 10, 14",
     "expansion": "1.5, 2, 2.5, 3",
+    "measurements": "20, 50, 100, 200",
 }
 # With expansion as the variable the generator is random (widths 20, 20r, 20r², 20r³); only its seed is chosen.
 EXPANSION_SPEC = "random:20-40-80-160:seed={seed}"
@@ -61,7 +69,9 @@ tab_sweep, tab_phase = st.tabs(["One variable", "Phase map: two variables"])
 # ============================================================================ 1-D sweeps
 with tab_sweep:
     # The variable is chosen outside the form: with the expansion ratio the generator field becomes a seed.
-    variable = st.selectbox("Variable", list(VARIABLES), format_func=VARIABLES.get, key=_init("sweep_var", "missing"))
+    variable = st.selectbox(
+        "Variable", list(SWEEP_VARIABLES), format_func=SWEEP_VARIABLES.get, key=_init("sweep_var", "missing")
+    )
     # Enter in a field does not submit: a sweep starts only from the button.
     with st.form("sweep_form", enter_to_submit=False):
         c1, c2 = st.columns(2)
@@ -76,7 +86,16 @@ with tab_sweep:
             generator = c1.text_input(
                 "Generator",
                 key=_init("sweep_gen", "random:20-128-392-784"),
-                help="'mnist' or 'random:20-128-392-784[:seed=0][:bias][:hidden=..][:output=..]'",
+                help="'mnist', 'mnist-conv' or 'random:20-128-392-784[:seed=0][:bias][:hidden=..][:output=..]'",
+            )
+        measurement = "gaussian"
+        if variable == "measurements":
+            measurement = c1.selectbox(
+                "Measurement operator",
+                experiments.MEASUREMENT_KINDS,
+                format_func=MEASUREMENT_LABELS.get,
+                key=_init("sweep_meas", "gaussian"),
+                help="y = A G(z) with A of m rows, drawn afresh for each value from the seed (DCT: image outputs).",
             )
         values_text = c2.text_input(
             "Values (comma-separated; empty = the variable's defaults)", key=_init("sweep_values", "")
@@ -102,6 +121,7 @@ with tab_sweep:
                 trials=int(trials),
                 seed=int(seed),
                 threshold=float(threshold),
+                measurement=measurement,
             )
         except GeninvError as exc:
             safety.show_error(exc)

@@ -12,7 +12,9 @@ from dashboard import cache, safety
 from dashboard.components import canvas
 from geninv import GeninvError, demo, digits, io, lessons, limits, masks, methods, viz
 
-GEN_KINDS = ("MNIST (shipped)", "Random", "Upload")
+GEN_KINDS = ("MNIST (shipped)", "MNIST conv (shipped)", "Random", "Upload")
+SHIPPED = {GEN_KINDS[0]: "mnist", GEN_KINDS[1]: "mnist-conv"}
+"""The shipped generators by their label: the dense MNIST decoder and the convolutional one."""
 SIGNAL_KINDS = ("sample G(z)", "real MNIST digit")
 ACTIVATIONS_HIDDEN = ("relu", "leaky_relu")
 ACTIVATIONS_OUT = ("identity", "sigmoid", "tanh", "relu")
@@ -24,6 +26,12 @@ MASK_LABELS = {
     "half": "half the image",
     "draw": "draw with the mouse",
     "upload": "upload (PNG / .npy)",
+}
+MEASURE_KINDS = ("pixels", *demo.MEASUREMENTS)
+MEASURE_LABELS = {
+    "pixels": "pixels (with a mask)",
+    "gaussian": "m Gaussian measurements",
+    "dct": "m DCT coefficients",
 }
 NOISE_KINDS = ("none", "sigma", "snr")
 NOISE_LABELS = {"none": "no noise", "sigma": "σ (standard deviation)", "snr": "SNR in dB"}
@@ -113,15 +121,16 @@ def lesson_picker() -> lessons.Lesson | None:
 def set_widgets(exp: demo.Experiment) -> None:
     """Set every widget of the Invert page's sidebar to show ``exp`` exactly."""
     s = st.session_state
-    if exp.generator == "mnist":
-        s["gen_kind"] = GEN_KINDS[0]
+    shipped = {spec: label for label, spec in SHIPPED.items()}
+    if exp.generator in shipped:
+        s["gen_kind"] = shipped[exp.generator]
     elif exp.generator == demo.UPLOAD:
-        s["gen_kind"] = GEN_KINDS[2]
+        s["gen_kind"] = GEN_KINDS[3]
     else:
         p = io.parse_spec(exp.generator)
         s.update(
             {
-                "gen_kind": GEN_KINDS[1],
+                "gen_kind": GEN_KINDS[2],
                 "rnd_widths": "-".join(map(str, p["widths"])),
                 "rnd_seed": p["seed"],
                 "rnd_bias": p["bias"],
@@ -139,6 +148,10 @@ def set_widgets(exp: demo.Experiment) -> None:
     s["mask_kind"] = "upload" if c.mask == "custom" else c.mask
     if c.mask == "custom":
         s["custom_mask"] = c.custom
+    s["meas_kind"] = "pixels"
+    if c.measurements:
+        meas = demo.parse_measurements(c.measurements)
+        s.update({"meas_kind": meas["kind"], "meas_m": meas["m"], "meas_seed": meas["seed"]})
     s["noise_kind"] = c.noise
     s["sigma"], s["snr"] = c.sigma, c.snr_db
     for method in methods():  # options the experiment does not set go back to their defaults
@@ -150,9 +163,10 @@ def generator_picker() -> GeneratorChoice:
     st.sidebar.subheader("1 · Generator")
     kind = st.sidebar.radio("Generator", GEN_KINDS, key="gen_kind", label_visibility="collapsed")
     try:
-        if kind == GEN_KINDS[0]:
-            return GeneratorChoice(cache.generator("mnist"), "mnist", "mnist")
-        if kind == GEN_KINDS[1]:
+        if kind in SHIPPED:
+            spec = SHIPPED[kind]
+            return GeneratorChoice(cache.generator(spec), spec, spec)
+        if kind == GEN_KINDS[2]:
             widths = st.sidebar.text_input("Widths (latent → output)", key=_init("rnd_widths", "20-128-392-784"))
             c1, c2 = st.sidebar.columns(2)
             seed = c1.number_input("Weight seed", 0, demo.LINK_SEED_MAX, key=_init("rnd_seed", 0))
@@ -212,9 +226,32 @@ def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None
     ``(None, None)``, with an error shown, when the choice is invalid."""
     st.sidebar.subheader("3 · Corruption")
     shape = viz.image_shape(n)
-    kinds = MASK_KINDS if shape else ("none", "random", "upload")
-    kind = st.sidebar.selectbox("Hide", kinds, key="mask_kind", format_func=MASK_LABELS.get)
-    fields: dict[str, Any] = {"mask": kind if kind in demo.MASKS else "custom"}
+    measures = MEASURE_KINDS if shape else MEASURE_KINDS[:2]  # the DCT needs an image
+    if st.session_state.get("meas_kind") not in measures:
+        st.session_state["meas_kind"] = "pixels"
+    measure = st.sidebar.selectbox(
+        "Measure",
+        measures,
+        key="meas_kind",
+        format_func=MEASURE_LABELS.get,
+        help="Pixels, or compressed sensing: m linear measurements y = A G(z) + e of the whole output "
+        "(A of shape m × n: i.i.d. Gaussian entries, or m random coefficients of the 2-D DCT).",
+    )
+    fields: dict[str, Any] = {"mask": "none"}
+    kind = "none"
+    if measure != "pixels":
+        if not 1 <= int(st.session_state.get("meas_m", 1)) <= n:
+            st.session_state["meas_m"] = min(100, n)
+        c1, c2 = st.sidebar.columns(2)
+        m = int(c1.number_input("Measurements m", 1, n, key=_init("meas_m", min(100, n))))
+        seed = int(c2.number_input("Operator seed", 0, demo.LINK_SEED_MAX, key=_init("meas_seed", 0)))
+        fields["measurements"] = f"{measure}:{m}:seed={seed}"
+        st.sidebar.caption(f"{m} of {n} measurements; the operator replaces the pixel mask.")
+    else:
+        kind = st.sidebar.selectbox(
+            "Hide", MASK_KINDS if shape else ("none", "random", "upload"), key="mask_kind", format_func=MASK_LABELS.get
+        )
+        fields["mask"] = kind if kind in demo.MASKS else "custom"
     if kind == "random":
         low, high = demo.LINK_RANGES["missing"]
         fields["missing"] = st.sidebar.slider("Fraction missing", low, high, step=0.05, key=_init("missing", 0.5))
@@ -295,7 +332,7 @@ def _fit_box(h: int, w: int) -> None:
 
 def canvas_panel(clean: np.ndarray, shape: tuple[int, int]) -> None:
     """The drawing canvas (main panel) when the mask is drawn by hand."""
-    if st.session_state.get("mask_kind") != "draw":
+    if st.session_state.get("mask_kind") != "draw" or st.session_state.get("meas_kind", "pixels") != "pixels":
         return
     with st.expander("Draw the mask", expanded=True):
         drawn = canvas.draw_mask(viz.rgb_image(clean, shape), key="canvas")

@@ -179,16 +179,31 @@ def support_scores(layers_by_method: dict[str, list[dict[str, Any]]]) -> go.Figu
     return _layout(fig, 300, top=40, barmode="group", legend={"orientation": "h", "y": -0.2})
 
 
-def support_map(maps: dict[str, np.ndarray], layer: int, *, highlight: int | None = None) -> go.Figure:
-    """One hidden layer's units (columns) per method (rows): found, missed, false alarm, inactive.
-
-    ``highlight`` (a unit index) is framed, e.g. the unit clicked in the network picture.
-    """
-    names = list(maps)
-    z = np.stack([np.asarray(maps[m], dtype=float) for m in names]) if names else np.zeros((0, 0))
+def _support_scale() -> list[list[Any]]:
     scale = []
     for k, c in enumerate(SUPPORT_COLOURS):
         scale += [[k / 4, c], [(k + 1) / 4, c]]
+    return scale
+
+
+def support_map(
+    maps: dict[str, np.ndarray],
+    layer: int,
+    *,
+    highlight: int | None = None,
+    shape: tuple[int, ...] | None = None,
+) -> go.Figure:
+    """One hidden layer's units (columns) per method (rows): found, missed, false alarm, inactive.
+
+    ``highlight`` (a unit index) is framed, e.g. the unit clicked in the network picture. ``shape``
+    ``(C, H, W)`` (a convolution's feature maps, :attr:`geninv.demo.Outcome.layer_shapes`) draws each
+    method's map as C small H x W images, one per channel, instead of a strip.
+    """
+    if shape is not None and len(shape) == 3:
+        return support_feature_maps(maps, layer, shape, highlight=highlight)
+    names = list(maps)
+    z = np.stack([np.asarray(maps[m], dtype=float) for m in names]) if names else np.zeros((0, 0))
+    scale = _support_scale()
     labels = np.asarray(SUPPORT_LABELS, dtype=object)[z.astype(int)] if z.size else z
     fig = go.Figure(
         go.Heatmap(
@@ -217,6 +232,86 @@ def support_map(maps: dict[str, np.ndarray], layer: int, *, highlight: int | Non
         codes = ", ".join(f"{m}: {SUPPORT_LABELS[int(maps[m][highlight])]}" for m in names)
         title += f" — unit {highlight}: {codes}"
     return _layout(fig, 90 + 36 * len(names), top=36, title={"text": title, "font": {"size": 13}}, xaxis_title="unit")
+
+
+def support_feature_maps(
+    maps: dict[str, np.ndarray], layer: int, shape: tuple[int, ...], *, highlight: int | None = None
+) -> go.Figure:
+    """A convolutional layer's support as feature maps: one H x W image per channel (columns) and method (rows).
+
+    ``maps[method]`` holds the layer's codes flattened in (channel, row, column) order, as the
+    generator flattens its images; ``highlight`` (a flat unit index) is framed in its channel.
+    """
+    channels, height, width = (int(d) for d in shape)
+    names = list(maps)
+    titles = [
+        f"{name} · channel {c + 1}" if len(names) > 1 else f"channel {c + 1}" for name in names for c in range(channels)
+    ]
+    fig = make_subplots(
+        rows=max(len(names), 1),
+        cols=channels,
+        subplot_titles=titles,
+        horizontal_spacing=0.02,
+        vertical_spacing=0.25 / max(len(names), 1),
+    )
+    scale = _support_scale()
+    where = None if highlight is None else np.unravel_index(int(highlight), (channels, height, width))
+    for r, name in enumerate(names):
+        codes = np.asarray(maps[name], dtype=float).reshape(channels, height, width)
+        for c in range(channels):
+            labels = np.asarray(SUPPORT_LABELS, dtype=object)[codes[c].astype(int)]
+            fig.add_trace(
+                go.Heatmap(
+                    z=codes[c],
+                    colorscale=scale,
+                    zmin=-0.5,
+                    zmax=3.5,
+                    customdata=labels,
+                    hovertemplate=f"{name}, channel {c + 1}, row %{{y}}, column %{{x}}: %{{customdata}}<extra></extra>",
+                    showscale=r == 0 and c == 0,
+                    colorbar={"tickvals": [0, 1, 2, 3], "ticktext": list(SUPPORT_LABELS), "title": None},
+                    xgap=1,
+                    ygap=1,
+                    name=f"{name} channel {c + 1}",
+                ),
+                row=r + 1,
+                col=c + 1,
+            )
+            if where is not None and c == int(where[0]):
+                y, x = int(where[1]), int(where[2])
+                fig.add_shape(
+                    type="rect",
+                    x0=x - 0.5,
+                    x1=x + 0.5,
+                    y0=y - 0.5,
+                    y1=y + 0.5,
+                    line={"color": "#000000", "width": 3},
+                    row=r + 1,
+                    col=c + 1,
+                )
+    # Images: row 0 on top, square pixels, no tick labels (the hover names the position).
+    fig.update_yaxes(autorange="reversed", showticklabels=False, constrain="domain")
+    fig.update_xaxes(showticklabels=False, constrain="domain")
+    for k in range(len(names) * channels):  # each panel's y axis keeps its own x axis's scale
+        fig.update_yaxes(scaleanchor=f"x{k + 1 if k else ''}", row=k // channels + 1, col=k % channels + 1)
+    fig.update_annotations(font={"size": 11})
+    title = f"support of {_layer_label(layer)}: {channels} feature maps of {height} x {width}"
+    if where is not None and names:
+        codes = ", ".join(f"{m}: {SUPPORT_LABELS[int(np.asarray(maps[m]).reshape(-1)[highlight])]}" for m in names)
+        title += (
+            f" — unit {highlight} (channel {int(where[0]) + 1}, row {int(where[1])}, column {int(where[2])}): {codes}"
+        )
+    panel = 170 if channels <= 4 else 120
+    return _layout(fig, 70 + panel * max(len(names), 1), top=60, title={"text": title, "font": {"size": 13}})
+
+
+def measurements(y: np.ndarray, *, n: int, kind: str) -> go.Figure:
+    """The ``m`` measurements of a compressed-sensing run, one bar per row of A."""
+    y = np.asarray(y, dtype=float)
+    what = {"gaussian": "Gaussian measurements", "dct": "DCT coefficients"}.get(kind, "measurements")
+    fig = go.Figure(go.Bar(x=np.arange(y.size), y=y, marker_color="#555555", name="y"))
+    title = f"y: {y.size} of {n} measurements ({what})"
+    return _layout(fig, 220, top=36, title={"text": title, "font": {"size": 13}}, xaxis_title="row of A", bargap=0)
 
 
 def layer_errors(

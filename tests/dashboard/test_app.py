@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -176,6 +178,24 @@ def test_sweep_page_runs_and_offers_csv():
     assert any(b.label == "Records as CSV" for b in at.get("download_button"))
 
 
+def test_sweep_page_sweeps_the_number_of_measurements_on_mnist():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.switch_page("app_pages/sweep.py").run()
+    at.selectbox(key="sweep_var").set_value("measurements").run()
+    at.text_input(key="sweep_gen").set_value("mnist")
+    at.selectbox(key="sweep_meas").set_value("gaussian")
+    at.text_input(key="sweep_values").set_value("5, 100")
+    at.number_input(key="sweep_trials").set_value(2)
+    at.multiselect(key="sweep_methods").set_value(["hybrid"])
+    next(b for b in at.button if b.label == "Run sweep").click()
+    at.run()
+    _no_exception(at)
+    assert at.session_state["sweep_config"].measurement == "gaussian"
+    summary = next(df.value for df in at.dataframe if "success_rate" in df.value.columns).set_index("value")
+    assert summary.loc[5.0, "success_rate"] == 0.0  # 5 measurements cannot pin down 20 latents
+    assert summary.loc[100.0, "success_rate"] == 1.0
+
+
 def test_sweep_page_rejects_bad_values():
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.switch_page("app_pages/sweep.py").run()
@@ -214,3 +234,52 @@ def test_theory_page_live_examples():
     # The expansion caption is computed from the chart it describes.
     expansion = next(c.value for c in at.caption if c.value.startswith("Read off the chart"))
     assert "at r = 2" in expansion and "LBP coherence guarantee holds on no sample" in expansion
+
+
+def test_compressed_sensing_link_recovers_mnist_exactly_from_100_gaussian_measurements():
+    at = _app(gen="mnist", meas="gaussian:100:seed=1", methods="hybrid")
+    _no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    table = _metrics_table(at)
+    assert table.loc["hybrid", "latent_error"] < 1e-6
+    assert at.session_state["meas_kind"] == "gaussian" and at.session_state["meas_m"] == 100
+    captions = " ".join(c.value for c in at.caption)
+    assert "100 of 784 measurements" in captions and "back-projection" in captions
+    assert any(m.label == "measurements m" and m.value == "100" for m in at.metric)
+    assert at.query_params["meas"] == "gaussian:100:seed=1" and "mask" not in at.query_params
+
+
+def test_compressed_sensing_from_the_widgets_puts_the_operator_in_the_link():
+    at = _app()
+    at.selectbox(key="meas_kind").set_value("dct").run()
+    at.number_input(key="meas_m").set_value(300)
+    at.multiselect(key="methods").set_value(["hybrid"])
+    at = _submit(at)
+    _no_exception(at)
+    assert _metrics_table(at).loc["hybrid", "latent_error"] < 1e-6
+    assert at.query_params["meas"] == "dct:300:seed=0"
+    assert "300 of 784 measurements" in " ".join(c.value for c in at.caption)
+
+
+def test_conv_generator_support_maps_are_feature_maps_per_channel():
+    at = _app()
+    at.radio(key="gen_kind").set_value("MNIST conv (shipped)").run()
+    at.selectbox(key="mask_kind").set_value("half").run()
+    at.multiselect(key="methods").set_value(["hybrid"])
+    at = _submit(at)
+    _no_exception(at)
+    assert at.query_params["gen"] == "mnist-conv"
+    assert _metrics_table(at).loc["hybrid", "latent_error"] < 1e-6
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    maps = {f["layout"]["title"]["text"]: f["data"] for f in specs if "feature maps" in str(f["layout"].get("title"))}
+    x1 = next(d for t, d in maps.items() if t.startswith("support of x1: 4 feature maps of 7 x 7"))
+    x2 = next(d for t, d in maps.items() if t.startswith("support of x2: 2 feature maps of 14 x 14"))
+    assert len(x1) == 4 and all(_shape(h["z"]) == (7, 7) for h in x1)
+    assert len(x2) == 2 and all(_shape(h["z"]) == (14, 14) for h in x2)
+
+
+def _shape(z) -> tuple[int, ...]:
+    """The shape of an array in a plotly figure's JSON (a nested list, or a typed array with its shape)."""
+    if isinstance(z, dict):
+        return tuple(int(v) for v in str(z["shape"]).split(","))
+    return np.asarray(z).shape

@@ -57,6 +57,28 @@ def test_support_map_codes_each_unit_and_names_the_codes():
     assert "x1" in fig.layout.title.text
 
 
+def test_support_map_of_a_convolutional_layer_draws_one_feature_map_per_channel():
+    rng = np.random.default_rng(0)
+    maps = {"gd": rng.integers(0, 4, 4 * 7 * 7), "hybrid": rng.integers(0, 4, 4 * 7 * 7)}
+    fig = figures.support_map(maps, 1, shape=(4, 7, 7), highlight=60)
+    assert len(fig.data) == 8  # 2 methods x 4 channels
+    for k, heat in enumerate(fig.data):
+        method, channel = ("gd", "hybrid")[k // 4], k % 4
+        np.testing.assert_array_equal(np.asarray(heat.z), maps[method].reshape(4, 7, 7)[channel])  # (C, H, W) order
+    assert fig.layout.annotations[0].text == "gd · channel 1"
+    assert "4 feature maps of 7 x 7" in fig.layout.title.text
+    assert "channel 2, row 1, column 4" in fig.layout.title.text  # unit 60 = (1, 1, 4)
+    assert len(fig.layout.shapes) == 2  # framed in channel 2 of each method
+    flat = figures.support_map(maps, 1, shape=(196,))
+    assert len(flat.data) == 1  # a dense layer keeps its strip
+
+
+def test_measurements_are_drawn_one_bar_per_row():
+    fig = figures.measurements(np.arange(5.0), n=784, kind="gaussian")
+    np.testing.assert_array_equal(fig.data[0].y, np.arange(5.0))
+    assert "5 of 784 measurements" in fig.layout.title.text
+
+
 def test_support_scores_bars_per_layer():
     layers = {"gd": [{"layer": 1, "precision": 0.5, "recall": 1.0}, {"layer": 2, "precision": 1.0, "recall": 0.25}]}
     fig = figures.support_scores(layers)

@@ -69,6 +69,11 @@ HOSTILE = [
     ({"gen": "mnist", "mask": "box", "box": "100,100,5,5"}, "box"),
     ({"gen": "random:-5-10"}, "Widths"),
     ({"gen": "random:20-40:seed=2000000"}, "gen seed"),
+    ({"gen": "mnist", "meas": "gaussian:100000"}, "at most 784 measurements"),
+    ({"gen": "mnist", "meas": "blur:sigma=1"}, "'meas'"),
+    ({"gen": "mnist", "meas": "gaussian:0"}, "'meas'"),
+    ({"gen": "mnist", "meas": "gaussian:100", "mask": "half"}, "replaces the pixel mask"),
+    ({"gen": "mnist", "meas": "<script>alert(1)</script>"}, "'meas'"),
 ]
 
 

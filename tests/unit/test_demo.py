@@ -53,6 +53,12 @@ def test_unpack_mask_rejects_garbage_and_wrong_size():
         demo.Experiment(corruption=demo.Corruption(mask="box", box=(1, 2, 3, 4), noise="sigma", sigma=0.125)),
         demo.Experiment(corruption=demo.Corruption(mask="half", half="left")),
         demo.Experiment(corruption=demo.Corruption(mask="custom", custom=demo.pack_mask(np.arange(784) % 3 > 0))),
+        demo.Experiment(corruption=demo.Corruption(measurements="gaussian:100:seed=1"), methods=("hybrid",)),
+        demo.Experiment(
+            generator="mnist-conv",
+            corruption=demo.Corruption(measurements="dct:200:seed=7", noise="sigma", sigma=0.01, noise_seed=3),
+            digit=4,
+        ),
     ],
 )
 def test_experiment_round_trips_through_the_url_query(experiment):
@@ -73,6 +79,11 @@ def test_experiment_round_trips_through_the_url_query(experiment):
         ({"gen": "mnist", "options": '{"gd": {"n_iters": 5}}'}, "n_iters"),
         ({"gen": "mnist", "noise": "sigma", "level": "-1"}, "'level'"),
         ({"gen": "mnist", "mask": "box", "box": "1,2,3"}, "box"),
+        ({"gen": "mnist", "meas": "blur:sigma=1"}, "'meas'"),
+        ({"gen": "mnist", "meas": "gaussian:0"}, "'meas'"),
+        ({"gen": "mnist", "meas": "gaussian:785"}, "at most 784 measurements"),
+        ({"gen": "mnist", "meas": "gaussian:100", "mask": "half"}, "replaces the pixel mask"),
+        ({"gen": "random:6-24-96", "meas": "dct:10"}, "the DCT needs an image"),
     ],
 )
 def test_bad_query_raises_an_error_naming_the_value(query, names):
@@ -129,6 +140,74 @@ def test_run_gives_real_numbers_for_every_method(small):
     payload = json.loads(json.dumps(out.to_json()))
     assert payload["query"] == exp.to_query()
     assert payload["methods"]["hybrid"]["metrics"]["latent_error"] < 1e-8
+
+
+def test_measurement_spec_is_canonical_and_replaces_the_mask():
+    c = demo.Corruption(measurements="gaussian:100")
+    assert c.measurements == "gaussian:100:seed=0"
+    assert demo.Experiment.from_query({"meas": "gaussian:100"}) == demo.Experiment.from_query(
+        {"meas": "gaussian:100:seed=0"}
+    )
+    assert demo.Experiment(corruption=c).to_query()["meas"] == "gaussian:100:seed=0"
+    assert "meas" not in demo.Experiment().to_query()  # pixel links stay as they were
+    with pytest.raises(GeninvError, match="replaces the pixel mask"):
+        demo.Corruption(mask="random", measurements="dct:50")
+    with pytest.raises(GeninvError, match="'measurements'"):
+        demo.Corruption(measurements="subsample:50")
+    with pytest.raises(GeninvError, match="'measurements'"):
+        demo.Corruption(measurements=50)
+
+
+def test_compressed_sensing_run_is_exact_and_reports_its_measurements(small):
+    exp = demo.Experiment(
+        generator="random:6-24-96:seed=2",
+        corruption=demo.Corruption(measurements="gaussian:40:seed=1"),
+        methods=["hybrid"],
+    )
+    out = demo.run(small, exp)
+    assert out.mask is None and out.measurements["m"] == 40 and out.measurements["n"] == 96
+    assert out.measurements["y"].shape == (40,) and out.network["observed"] == 40
+    A = geninv.measurement_operator("gaussian:40:seed=1", small).dense().numpy()
+    np.testing.assert_allclose(out.measurements["y"], A @ out.x_true, atol=1e-12)
+    np.testing.assert_allclose(out.observed, A.T @ out.measurements["y"], atol=1e-12)  # the back-projection
+    assert out.methods["hybrid"].metrics["latent_error"] < 1e-6
+    assert "measurements" in out.verdict[1]
+    assert json.loads(json.dumps(out.to_json()))["measurements"]["m"] == 40
+    assert out.arrays()["measurements"].shape == (40,)
+    batch = demo.run_batch(small, exp, 3)
+    assert batch.errors["hybrid"]["latent_error"].max() < 1e-6
+
+
+def test_preview_measurements_match_the_operator(small):
+    x = small.generate(small.sample_latent(1, seed=0))[0].numpy()
+    y, back = demo.preview_measurements(small, "gaussian:30", x)
+    A = geninv.measurement_operator("gaussian:30:seed=0", small).dense().numpy()
+    np.testing.assert_allclose(y, A @ x, atol=1e-12)
+    np.testing.assert_allclose(back, A.T @ y, atol=1e-12)
+
+
+def test_outcome_carries_the_layer_shapes_of_a_convolutional_generator():
+    G = geninv.Generator.random_conv(4, [3, 2], size=3)  # dense 4 -> 3x3x3, convT -> 2x6x6
+    exp = demo.Experiment(generator=demo.UPLOAD, methods=["hybrid"])
+    out = demo.run(G, exp)
+    assert out.layer_shapes == ((4,), (3, 3, 3), (2, 6, 6))
+    assert out.methods["hybrid"].layers[0]["map"].shape == (27,)  # flat, in (channel, row, column) order
+    dense = demo.run(geninv.Generator.random([6, 24, 96], seed=2), exp)
+    assert dense.layer_shapes == ((6,), (24,), (96,))
+
+
+def test_measurements_are_charged_as_one_more_layer():
+    from geninv.limits import Budget
+
+    pixels = Budget().check_experiment(demo.Experiment(methods=["hybrid"]))
+    cs = Budget().check_experiment(
+        demo.Experiment(corruption=demo.Corruption(measurements="gaussian:784"), methods=["hybrid"])
+    )
+    assert cs.total > pixels.total
+    with pytest.raises(geninv.BudgetError, match="measurement operator"):
+        Budget(max_parameters=500_000).check_experiment(
+            demo.Experiment(corruption=demo.Corruption(measurements="gaussian:784"))
+        )
 
 
 def test_support_map_codes():

@@ -73,6 +73,24 @@ HOSTILE_LINKS = [
     ({"mask": "custom", "custom": demo.pack_mask(np.ones(10, bool))}, "'custom'"),  # 10 pixels, not 784
     ({"gen": "random:6-24-96", "mask": "half"}, "non-image output"),
     ({"mask": "box", "box": "0,0,28,28"}, "hides every coordinate"),
+    ({"meas": "blur:sigma=1:stride=2"}, "'meas'"),  # a real operator, not one the dashboard offers
+    ({"meas": "subsample:100"}, "'meas'"),
+    ({"meas": "wavelet:100"}, "'meas'"),
+    ({"meas": "gaussian"}, "'meas'"),
+    ({"meas": "gaussian:0"}, "'meas'"),
+    ({"meas": "gaussian:-3"}, "'meas'"),
+    ({"meas": "gaussian:785"}, "at most 784 measurements"),
+    ({"meas": "gaussian:999999999"}, "'meas'"),  # refused from the text, before any matrix is drawn
+    ({"meas": "gaussian:\u0663\u0660"}, "'meas'"),
+    ({"meas": "gaussian:100:seed=1:seed=2"}, "'meas'"),
+    ({"meas": "gaussian:100:seed=1000001"}, "'meas seed'"),
+    ({"meas": "gaussian:100:sigma=2"}, "'meas'"),
+    ({"meas": " gaussian:100"}, "'meas'"),
+    ({"meas": "dct:100", "mask": "half"}, "replaces the pixel mask"),
+    ({"meas": "dct:100", "missing": "0.3"}, "'missing'"),
+    ({"gen": "random:6-24-96", "meas": "dct:50"}, "the DCT needs an image"),
+    ({"gen": "random:6-24-96", "meas": "gaussian:97"}, "at most 96 measurements"),
+    ({"meas": INJECTION}, "'meas'"),
 ]
 
 
@@ -119,6 +137,9 @@ def test_a_lab_budget_accepts_what_the_default_refuses():
         {"gen": "mnist", "mask": "box", "box": "0,0,27,28"},
         {"gen": "mnist", "methods": "gd", "options": '{"gd":{"n_iter":300,"lr":1,"optimizer":"momentum"}}'},
         {"gen": "mnist", "z": "007"},
+        {"gen": "mnist", "meas": "gaussian:100:seed=1", "methods": "hybrid"},
+        {"gen": "mnist-conv", "meas": "dct:200", "noise": "sigma", "level": "0.01"},
+        {"gen": "random:10-40-160", "meas": "gaussian:160:seed=1000000"},
     ],
 )
 def test_good_links_keep_every_value_exactly(query):
@@ -145,6 +166,7 @@ def _assert_same_values(query, exp):
         "custom": c.custom,
         "noise_seed": c.noise_seed,
         "level": c.sigma if c.noise == "sigma" else c.snr_db,
+        "meas": c.measurements,
     }
     for key, text in query.items():
         text = text[-1] if isinstance(text, list) else text
@@ -160,6 +182,8 @@ def _assert_same_values(query, exp):
             assert used[key] == int(text)
         elif key in ("missing", "level"):
             assert used[key] == float(text)
+        elif key == "meas":  # stored in its canonical spelling: the same operator
+            assert geninv.operators.parse_spec(used[key]) == geninv.operators.parse_spec(text)
         else:
             assert used[key] == text
 
@@ -188,6 +212,15 @@ _VALUES = {
     "noise": st.one_of(st.sampled_from(demo.NOISES), _JUNK),
     "noise_seed": st.one_of(_DIGITS, _JUNK),
     "level": st.one_of(_FLOATS, _JUNK),
+    "meas": st.one_of(
+        st.builds(
+            lambda kind, m, seed: f"{kind}:{m}" + ("" if seed is None else f":seed={seed}"),
+            st.sampled_from(["gaussian", "dct", "subsample", "blur", ""]),
+            st.integers(-2, 2000),
+            st.one_of(st.none(), st.integers(0, 2_000_000)),
+        ),
+        _JUNK,
+    ),
     "options": st.one_of(
         st.recursive(
             st.one_of(st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(), st.text(max_size=8)),
@@ -236,7 +269,7 @@ def _applies(key: str, exp: demo.Experiment) -> bool:
         c.mask, set()
     )
     used |= {"level", "noise_seed"} if c.noise != "none" else set()
-    return key in used or key in ("gen", "z", "seed", "methods", "mask", "noise", "options")
+    return key in used or key in ("gen", "z", "seed", "methods", "mask", "noise", "options", "meas")
 
 
 def test_floats_keep_their_exact_value_through_the_link():
