@@ -18,6 +18,7 @@ import argparse
 import json
 import platform
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -102,7 +103,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="default: results/<generator>_report.json")
     parser.add_argument("--generator", choices=["mnist", "mnist-conv"], default="mnist")
+    parser.add_argument(
+        "--card", action="store_true", help="write the inversion table into the generator's model card (assets/)"
+    )
+    parser.add_argument("--from-json", type=Path, help="no run: take the report from this file (with --card)")
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        report = json.loads(args.from_json.read_text())
+        if args.card:
+            write_card(report, args.generator)
+        print(card_table(report))
+        return report
     torch.set_num_threads(args.threads)
     if args.out is None:
         args.out = RESULTS.with_name(f"{args.generator}_report.json")
@@ -112,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {
         "generator": G.describe(),
         "machine": {"platform": platform.platform(), "threads": args.threads, "torch": torch.__version__},
-        "command": "PYTHONPATH=. python benchmarks/mnist_report.py " + " ".join(argv or []),
+        "command": "python3 benchmarks/mnist_report.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "success_threshold": geninv.metrics.DEFAULT_THRESHOLD,
     }
     report["certificate_clean"] = certificate_summary(G, args.n_cert, None, seed=1)
@@ -145,7 +156,54 @@ def main(argv: list[str] | None = None) -> dict:
             args.out.write_text(json.dumps(report, indent=2) + "\n")  # partial results survive a stop
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.card:
+        write_card(report, args.generator)
+    print(card_table(report))
     return report
+
+
+def card_table(report: dict) -> str:
+    """The model card's inversion table, from a report (every number from the JSON)."""
+    lines = [
+        "| method | clean: success | clean: exact | clean: median error | clean: s/signal | gd / method "
+        "| half: success | half: exact | half: median error | half: s/signal | gd / method |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for method, rows in report["methods"].items():
+        cells = []
+        for label in ("clean", "half"):
+            r = rows[label]
+            cells += [
+                f"{100 * r['success_rate']:.1f}%",
+                f"{100 * r['exact_rate']:.1f}%",
+                f"{r['median_latent_error']:.1e}",
+                f"{r['seconds_per_signal']:.3g}",
+                f"{r.get('gd_seconds_over_method', 1.0 if method == 'gd' else float('nan')):.3g}",
+            ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    n = next(iter(report["methods"].values()))["clean"]["signals"]
+    machine = report["machine"]
+    lines += [
+        "",
+        f"{n} clean and {n} half-masked signals (bottom half hidden), float64; success: latent error ≤ "
+        f"{report['success_threshold']:g}, exact: ≤ {EXACT:g}. From `{report['command'].strip()}` "
+        f"({machine['platform']}, torch {machine['torch']}, {machine['threads']} threads; times depend on the "
+        "machine, the ratios gd / method much less).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(report: dict, generator: str) -> None:
+    """Splice :func:`card_table` into assets/MODEL_CARD*.md between its inversion markers."""
+    name = "MODEL_CARD.md" if generator == "mnist" else f"MODEL_CARD_{generator}.md"
+    path = Path(__file__).resolve().parents[1] / "assets" / name
+    text = path.read_text()
+    begin, end = "<!-- inversion:begin -->", "<!-- inversion:end -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path} has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    path.write_text(f"{head}{begin}\n{card_table(report)}{end}{rest.split(end, 1)[1]}")
+    print(f"wrote the inversion table into {path}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ SECTIONS = {
     "results": ROOT / "docs" / "results" / "HEADLINE.md",
     "performance": ROOT / "benchmarks" / "results" / "PERFORMANCE.md",
     "gpu": ROOT / "benchmarks" / "results" / "GPU.md",  # python3 benchmarks/gpu_report.py
+    "scale": ROOT / "benchmarks" / "results" / "SCALE_cpu.md",  # python3 benchmarks/bench_scale.py --plot
 }
 
 

@@ -278,6 +278,17 @@ def _no_horizontal_scroll(page) -> None:
     assert widths[0] <= widths[1] and widths[2] <= widths[3], widths
 
 
+def _button_labels_not_cut(page) -> None:
+    """Every sidebar button shows its whole label (once "New sample" was cut to "New sa...")."""
+    cut = page.evaluate(
+        "(() => [...document.querySelectorAll('[data-testid=stSidebar] button')]"
+        ".filter(b => b.offsetParent !== null && b.innerText.trim())"
+        ".filter(b => [b, ...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))"
+        ".map(b => b.innerText.trim()))()"
+    )
+    assert not cut, f"button labels cut: {cut}"
+
+
 def _network_title(page) -> str:
     chart = (
         page.get_by_test_id("stPlotlyChart")
@@ -402,6 +413,7 @@ def test_lessons_fit_a_1280x720_screen(app_url, tmp_path):
             _settle(page)
             page.wait_for_timeout(2000)  # let the charts draw
             _no_horizontal_scroll(page)
+            _button_labels_not_cut(page)
             assert page.get_by_test_id("stException").count() == 0
             height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
             page.set_viewport_size({"width": 1280, "height": int(height)})  # same width: same layout, all of it
