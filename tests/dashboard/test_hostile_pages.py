@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from geninv import demo, io
+from geninv import demo, io, session
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "main.py")
 TIMEOUT = 180
@@ -116,7 +116,7 @@ ROUND_TRIPS = [
         "gen": "random:6-24-100:seed=1000000:bias:hidden=leaky_relu:output=sigmoid",
         "methods": "lbp",
         "mask": "custom",
-        "custom": demo.pack_mask([k % 7 != 0 for k in range(100)]),
+        "custom": session.pack_mask([k % 7 != 0 for k in range(100)]),
         "options": '{"lbp":{"lam_scale":1,"threshold":3}}',
     },
 ]
@@ -128,7 +128,7 @@ def test_a_link_runs_exactly_the_experiment_it_names(query):
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
     ran = at.session_state["_last"][1]
-    wanted = demo.Experiment.from_query(query)
+    wanted = session.Experiment.from_query(query)
     assert io.parse_spec(ran.generator) == io.parse_spec(wanted.generator)
     assert ran.to_query() | {"gen": ""} == wanted.to_query() | {"gen": ""}
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from geninv import demo, io, lessons
+from geninv import io, lessons, session
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "main.py")
 TIMEOUT = 240
@@ -37,7 +37,7 @@ def _table(at: AppTest):
     return next(df.value for df in at.dataframe if "latent_error" in df.value.columns).set_index("method")
 
 
-def _same(a: demo.Experiment, b: demo.Experiment) -> bool:
+def _same(a: session.Experiment, b: session.Experiment) -> bool:
     qa, qb = a.to_query(), b.to_query()
     return io.parse_spec(qa.pop("gen")) == io.parse_spec(qb.pop("gen")) and qa == qb
 
