@@ -223,9 +223,9 @@ class Budget:
         return self.check_cost(Cost(parts), what="This run" if batch == 1 else f"This batch of {batch} samples")
 
     def check_sweep(self, config: Any) -> Cost:
-        """Check a :class:`geninv.experiments.SweepConfig` (every value, method and trial); returns its cost."""
-        from geninv.experiments import ORACLE, sweep_widths
+        """Check a :class:`geninv.sweeps.SweepConfig` (every value, method and trial); returns its cost."""
         from geninv.inversion.registry import make_config
+        from geninv.sweeps import ORACLE, sweep_widths
 
         if len(config.values) > self.max_sweep_values:
             _refuse(f"The sweep has {len(config.values)} values", "max_sweep_values", self.max_sweep_values)
@@ -254,9 +254,10 @@ class Budget:
         return self.check_cost(Cost(parts), what="This sweep")
 
     def check_phase(self, config: Any) -> Cost:
-        """Check a :class:`geninv.experiments.PhaseConfig` (every cell, method, trial and certificate)."""
-        from geninv.experiments import ORACLE, PHASE_SPARK_BUDGET
+        """Check a :class:`geninv.phases.PhaseConfig` (every cell, method, trial and certificate)."""
         from geninv.inversion.registry import make_config
+        from geninv.phases import PHASE_SPARK_BUDGET
+        from geninv.sweeps import ORACLE
 
         for axis, values in (("x", config.x_values), ("y", config.y_values)):
             if len(values) > self.max_sweep_values:

@@ -274,10 +274,10 @@ def test_sweeps_of_two_sessions_keep_private_records_and_running_again_keeps_the
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         folders.append(folder)
     assert folders[0] != folders[1]
-    import geninv.experiments
+    import geninv.sweeps
 
     calls = []
-    monkeypatch.setattr(geninv.experiments, "run_task", lambda *a: calls.append(a) or [])
+    monkeypatch.setattr(geninv.sweeps, "run_task", lambda *a: calls.append(a) or [])
     again = _sweep(first)  # the same configuration submitted again (as Enter in a field once did)
     _no_exception(again)
     assert calls == []  # finished tasks are kept, not recomputed or deleted
@@ -294,9 +294,9 @@ def test_sweeps_of_two_sessions_keep_private_records_and_running_again_keeps_the
     ],
 )
 def test_sweeps_past_the_budget_are_refused_before_running(changes, name, monkeypatch):
-    import geninv.experiments
+    import geninv.sweeps
 
-    monkeypatch.setattr(geninv.experiments, "run_task", lambda *a: pytest.fail("a refused sweep ran"))
+    monkeypatch.setattr(geninv.sweeps, "run_task", lambda *a: pytest.fail("a refused sweep ran"))
     at = _sweep(_sweep_page(), **changes)
     _no_exception(at)
     assert name in _texts(at.error)

@@ -248,9 +248,9 @@ def test_phase_map_draws_success_and_the_certificates_boundary():
 
 
 def test_a_phase_map_past_the_budget_is_refused(monkeypatch):
-    import geninv.experiments
+    import geninv.phases
 
-    monkeypatch.setattr(geninv.experiments, "run_phase_cell", lambda *a: pytest.fail("a refused phase map ran"))
+    monkeypatch.setattr(geninv.phases, "run_phase_cell", lambda *a: pytest.fail("a refused phase map ran"))
     monkeypatch.setenv("GENINV_BUDGET", "max_sweep_runs=50")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.switch_page(SWEEP).run()

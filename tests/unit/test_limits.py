@@ -9,7 +9,7 @@ import pytest
 import geninv
 from geninv import limits, session
 from geninv.errors import BudgetError, InvalidValueError, ModelFormatError
-from geninv.experiments import SweepConfig
+from geninv.sweeps import SweepConfig
 
 
 def test_budget_from_env_changes_named_limits_only():
