@@ -29,6 +29,9 @@ from geninv.session import Corruption, Experiment, _plain, measurement_spec, par
 from geninv.viz import image_shape
 
 __all__ = [
+    "MAX_FRAMES",
+    "ORACLE",
+    "SPARK_BUDGET",
     "BatchOutcome",
     "Corruption",
     "Experiment",
