@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from geninv import certify, demo, digits, io, limits, masks
+from geninv import certify, demo, digits, io, limits, masks, session
 
 MAX_RUNS = 8
 
@@ -54,7 +54,7 @@ def digit_image(k: int):
     return digits.digit(k)
 
 
-def run(generator_obj, generator_key: str, experiment: demo.Experiment, progress=None) -> demo.Outcome:
+def run(generator_obj, generator_key: str, experiment: session.Experiment, progress=None) -> demo.Outcome:
     """Run an experiment, or give back this session's stored outcome of the same one."""
     store: OrderedDict[str, Any] = st.session_state.setdefault("_runs", OrderedDict())
     key = generator_key + json.dumps(experiment.to_query(), sort_keys=True)

@@ -248,7 +248,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from geninv._validation import check_int
-    from geninv.experiments import CLEAN_DB, PRESETS, SweepConfig, connect, run_sweep, summarize, write_results
+    from geninv.presets import PRESETS
+    from geninv.sweeps import CLEAN_DB, SweepConfig, connect, run_sweep, summarize, write_results
 
     if args.preset:
         if args.preset not in PRESETS:
@@ -307,8 +308,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from geninv.experiments import ORACLE
     from geninv.inversion import methods
+    from geninv.sweeps import ORACLE
 
     names = methods()
     default_methods = ["gd", "latent-pursuit", "hybrid"]
@@ -354,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     cer.set_defaults(func=cmd_certify)
 
     swp = sub.add_parser("sweep", help="run a named experiment or a custom sweep", epilog=EPILOG)
-    from geninv.experiments import MEASUREMENT_KINDS, PRESETS, VARIABLES
+    from geninv.presets import PRESETS
+    from geninv.sweeps import MEASUREMENT_KINDS, VARIABLES
 
     swp.add_argument("preset", nargs="?", help=", ".join(PRESETS))
     swp.add_argument("--generator", default="random:20-128-392-784", help="generator spec for a custom sweep")

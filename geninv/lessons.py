@@ -1,6 +1,6 @@
 """Guided lessons: each one a full experiment with a short "what to notice".
 
-A lesson is data only: a :class:`~geninv.demo.Experiment` (generator, signal, corruption, methods and
+A lesson is data only: a :class:`~geninv.session.Experiment` (generator, signal, corruption, methods and
 their options), the text a student reads beside the results, and which controls of the dashboard
 it unfolds. The dashboard opens one from its selector or from a link ``?lesson=NAME``; the README
 lists them (``python -c "import geninv.lessons as l; print(l.markdown())"`` writes that list), and a
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from geninv.demo import Corruption, Experiment
+from geninv.session import Corruption, Experiment
 
 
 @dataclass(frozen=True)

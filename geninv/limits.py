@@ -1,6 +1,6 @@
 """One budget for untrusted work: what a link, a widget or an upload may ask this server to do.
 
-Whatever serves geninv to people it does not know (the dashboard, :meth:`geninv.demo.Experiment.from_query`)
+Whatever serves geninv to people it does not know (the dashboard, :meth:`geninv.session.Experiment.from_query`)
 checks every request against a :class:`Budget` *before* it builds a generator or runs anything:
 the generator's size, each method's iterations, restarts and stored history, the batch, the size
 of a sweep, and the estimated cost of the whole request in multiply-adds. A request past a limit
@@ -182,15 +182,16 @@ class Budget:
 
     # ------------------------------------------------------------------ whole requests
     def check_experiment(self, experiment: Any, widths: Sequence[int] | None = None, *, batch: int = 1) -> Cost:
-        """Check a :class:`geninv.demo.Experiment` (its methods, the oracle when noisy, the certificate and,
+        """Check a :class:`geninv.session.Experiment` (its methods, the oracle when noisy, the certificate and,
         for a real digit without a stored projection, the projection) on ``batch`` samples; returns its cost.
         A measurement operator of ``m`` rows is charged as one more dense layer ``n_L -> m``.
 
         ``widths`` is needed for an uploaded generator (its spec does not say); otherwise it is read from
         the spec, so that nothing is built before the check.
         """
-        from geninv.demo import SPARK_BUDGET, UPLOAD
+        from geninv.demo import SPARK_BUDGET
         from geninv.inversion.registry import make_config
+        from geninv.session import UPLOAD
 
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise InvalidValueError(f"The 'batch' parameter must be a positive integer. Got {batch!r}.")
@@ -203,7 +204,7 @@ class Budget:
             self.check_widths(widths)
         spec = getattr(experiment.corruption, "measurements", "")
         if spec:  # charged as one more dense layer: an upper bound (the DCT is cheaper than a matrix)
-            from geninv.demo import parse_measurements
+            from geninv.session import parse_measurements
 
             widths = (*widths, parse_measurements(spec)["m"])
             self.check_widths(widths, what="The generator with its measurement operator")
@@ -222,9 +223,9 @@ class Budget:
         return self.check_cost(Cost(parts), what="This run" if batch == 1 else f"This batch of {batch} samples")
 
     def check_sweep(self, config: Any) -> Cost:
-        """Check a :class:`geninv.experiments.SweepConfig` (every value, method and trial); returns its cost."""
-        from geninv.experiments import ORACLE, sweep_widths
+        """Check a :class:`geninv.sweeps.SweepConfig` (every value, method and trial); returns its cost."""
         from geninv.inversion.registry import make_config
+        from geninv.sweeps import ORACLE, sweep_widths
 
         if len(config.values) > self.max_sweep_values:
             _refuse(f"The sweep has {len(config.values)} values", "max_sweep_values", self.max_sweep_values)
@@ -253,9 +254,10 @@ class Budget:
         return self.check_cost(Cost(parts), what="This sweep")
 
     def check_phase(self, config: Any) -> Cost:
-        """Check a :class:`geninv.experiments.PhaseConfig` (every cell, method, trial and certificate)."""
-        from geninv.experiments import ORACLE, PHASE_SPARK_BUDGET
+        """Check a :class:`geninv.phases.PhaseConfig` (every cell, method, trial and certificate)."""
         from geninv.inversion.registry import make_config
+        from geninv.phases import PHASE_SPARK_BUDGET
+        from geninv.sweeps import ORACLE
 
         for axis, values in (("x", config.x_values), ("y", config.y_values)):
             if len(values) > self.max_sweep_values:

@@ -11,9 +11,9 @@ import streamlit as st
 
 from dashboard import cache, safety
 from dashboard.components import controls, figures
-from geninv import BudgetError, GeninvError, demo, io, lessons, limits, masks, viz
+from geninv import BudgetError, GeninvError, demo, explain, io, lessons, limits, masks, session, viz
 
-DEF = demo.DEFINITIONS
+DEF = explain.DEFINITIONS
 SPEEDS = (1, 2, 4, 8)  # replay speeds: frames (or steps) advanced per tick
 TICK_SECONDS = 0.5
 
@@ -64,7 +64,7 @@ def _measured(m: int, n: int) -> str:
     return f"{m} of {n} measurements"
 
 
-def _url(exp: demo.Experiment) -> dict[str, str]:
+def _url(exp: session.Experiment) -> dict[str, str]:
     """The URL of an experiment: the lesson's short link while it is exactly the lesson's experiment."""
     name = st.session_state.get("lesson")
     if name and name in lessons.LESSONS and _same_run(lessons.LESSONS[name].experiment, exp):
@@ -72,11 +72,11 @@ def _url(exp: demo.Experiment) -> dict[str, str]:
     return exp.to_query()
 
 
-def _same_run(a: demo.Experiment, b: demo.Experiment) -> bool:
+def _same_run(a: session.Experiment, b: session.Experiment) -> bool:
     """Equal experiments, whatever way each spells its generator ('random:8-32' or with its defaults)."""
     qa, qb = a.to_query(), b.to_query()
     ga, gb = qa.pop("gen"), qb.pop("gen")
-    same_gen = ga == gb or (demo.UPLOAD not in (ga, gb) and io.parse_spec(ga) == io.parse_spec(gb))
+    same_gen = ga == gb or (session.UPLOAD not in (ga, gb) and io.parse_spec(ga) == io.parse_spec(gb))
     return same_gen and qa == qb
 
 
@@ -133,7 +133,7 @@ experiment = None
 budget = limits.budget()
 if corruption is not None and chosen:
     try:
-        experiment = demo.Experiment(
+        experiment = session.Experiment(
             generator=choice.spec,
             latent_seed=latent_seed,
             corruption=corruption,
@@ -168,7 +168,7 @@ if experiment is not None and (submitted or linked is not None):
         st.session_state["_last"] = (choice.key, experiment)
         for key in [k for k in st.session_state if k.startswith(("frame_", "step_", "play_"))]:
             del st.session_state[key]  # the replay follows the latest run: its last state, not iteration 0
-        if choice.spec != demo.UPLOAD:
+        if choice.spec != session.UPLOAD:
             st.query_params.from_dict(_url(experiment))
     except GeninvError as exc:
         safety.show_error(f"The run failed: {exc}")
@@ -183,7 +183,7 @@ outcome: demo.Outcome = cache.run(G, *last) if last[0] == choice.key else None
 if outcome is None:
     st.info("The generator changed since the last run: press **Run** to invert with this one.")
     st.stop()
-if not st.query_params and outcome.experiment.generator != demo.UPLOAD:
+if not st.query_params and outcome.experiment.generator != session.UPLOAD:
     st.query_params.from_dict(_url(outcome.experiment))  # back from another page: the link shows this run again
 if experiment is not None and experiment != outcome.experiment:
     st.caption("Showing the last run; the settings have changed since — press **Run** to update.")
@@ -405,7 +405,7 @@ def _frame_view(name: str, m: demo.MethodOutcome) -> None:
         if h["frame_errors"] is not None:
             st.metric("latent error at this iteration", f"{h['frame_errors'][idx]:.2e}", help=DEF["latent_error"])
     with right:
-        st.latex(demo.FORMULAS.get(name, ""))
+        st.latex(explain.FORMULAS.get(name, ""))
         st.plotly_chart(
             figures.convergence(h, name, marker=k, threshold=outcome.threshold),
             key=f"curve_{name}",
@@ -460,7 +460,7 @@ def _step_view(name: str, m: demo.MethodOutcome) -> None:
             st.latex(r"y = A\,G(z) + e")
         else:
             s = m.steps[pos - 1]
-            st.latex(demo.Z_STEP if s["layer"] == 0 else demo.FORMULAS.get(name, ""))
+            st.latex(explain.Z_STEP if s["layer"] == 0 else explain.FORMULAS.get(name, ""))
             st.plotly_chart(
                 figures.layer_state(s["estimate"], s["truth"], s["layer"]), width="stretch", key=f"state_{name}"
             )
@@ -678,7 +678,7 @@ with tab_batch:
 # ---------------------------------------------------------------- export
 with tab_export:
     exp = outcome.experiment
-    if exp.generator == demo.UPLOAD:
+    if exp.generator == session.UPLOAD:
         st.warning("An uploaded generator cannot travel in a link; the rest of the experiment does.")
     st.markdown("**Link to this experiment** (opening it reproduces the run):")
     st.code("?" + "&".join(f"{k}={v}" for k, v in _url(exp).items()), language=None)

@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard import safety
 from dashboard.components import figures
-from geninv import BudgetError, GeninvError, experiments, limits, methods
+from geninv import BudgetError, GeninvError, charts, limits, methods, phases, sweeps
 
 st.title("Sweep a parameter")
 st.caption(
@@ -92,7 +92,7 @@ with tab_sweep:
         if variable == "measurements":
             measurement = c1.selectbox(
                 "Measurement operator",
-                experiments.MEASUREMENT_KINDS,
+                sweeps.MEASUREMENT_KINDS,
                 format_func=MEASUREMENT_LABELS.get,
                 key=_init("sweep_meas", "gaussian"),
                 help="y = A G(z) with A of m rows, drawn afresh for each value from the seed (DCT: image outputs).",
@@ -102,18 +102,18 @@ with tab_sweep:
         )
         trials = c2.number_input("Trials per value", 1, limits.budget().max_batch, key=_init("sweep_trials", 10))
         chosen = st.multiselect(
-            "Methods", [*methods(), experiments.ORACLE], key=_init("sweep_methods", ["gd", "latent-pursuit", "hybrid"])
+            "Methods", [*methods(), sweeps.ORACLE], key=_init("sweep_methods", ["gd", "latent-pursuit", "hybrid"])
         )
         threshold = c1.number_input("Success threshold", 0.0, 1.0, format="%g", key=_init("sweep_threshold", 1e-3))
         seed = c2.number_input("Seed", 0, 10**6, key=_init("sweep_seed", 0))
         start = st.form_submit_button("Run sweep", type="primary")
 
-    def _config() -> experiments.SweepConfig | None:
+    def _config() -> sweeps.SweepConfig | None:
         values = _values(values_text, DEFAULT_VALUES[variable])
         if values is None:
             return None
         try:
-            return experiments.SweepConfig(
+            return sweeps.SweepConfig(
                 generator=generator.strip(),
                 variable=variable,
                 values=values,
@@ -127,10 +127,10 @@ with tab_sweep:
             safety.show_error(exc)
             return None
 
-    def _records_path(config: experiments.SweepConfig) -> Path:
+    def _records_path(config: sweeps.SweepConfig) -> Path:
         return _records_dir() / f"{config.key}.jsonl"
 
-    def _run(config: experiments.SweepConfig) -> None:
+    def _run(config: sweeps.SweepConfig) -> None:
         """Run (or continue: tasks already recorded in this session are kept) a sweep within the budget."""
         budget = limits.budget()
         try:
@@ -150,7 +150,7 @@ with tab_sweep:
         )
         bar = st.progress(0.0, text="Starting…")
         try:
-            experiments.run_sweep(config, progress=safety.reporter(bar, every=0.0), records_path=_records_path(config))
+            sweeps.run_sweep(config, progress=safety.reporter(bar, every=0.0), records_path=_records_path(config))
         except GeninvError as exc:
             safety.show_error(f"The sweep failed: {exc}")
         bar.empty()
@@ -164,7 +164,7 @@ with tab_sweep:
         _run(st.session_state["sweep_config"])
 
     config = st.session_state.get("sweep_config")
-    records = experiments.read_records(config, _records_path(config)) if config is not None else []
+    records = sweeps.read_records(config, _records_path(config)) if config is not None else []
     if config is None:
         st.info("Choose a generator, a variable and methods, then **Run sweep**.")
     elif not records:
@@ -180,9 +180,9 @@ with tab_sweep:
             st.caption(f"Generator: random, widths 20, 20r, 20r², 20r³ ({config.generator.split(':', 2)[-1]}).")
         frame = pd.DataFrame(records)
         c1, c2 = st.columns(2)
-        c1.plotly_chart(experiments.figure(records, "success_rate", title="success rate"), width="stretch")
+        c1.plotly_chart(charts.figure(records, "success_rate", title="success rate"), width="stretch")
         c2.plotly_chart(
-            experiments.figure(records, "median_error", title="median latent error", threshold=config.threshold),
+            charts.figure(records, "median_error", title="median latent error", threshold=config.threshold),
             width="stretch",
         )
         st.caption(
@@ -193,9 +193,7 @@ with tab_sweep:
             k: st.column_config.NumberColumn(k.replace("_", " "), format="%.2e")
             for k in ("median_error", "q25_error", "q75_error")
         }
-        st.dataframe(
-            pd.DataFrame(experiments.summarize(records)), hide_index=True, width="stretch", column_config=errors
-        )
+        st.dataframe(pd.DataFrame(sweeps.summarize(records)), hide_index=True, width="stretch", column_config=errors)
         st.download_button(
             "Records as CSV", frame.to_csv(index=False), f"sweep_{config.key}.csv", "text/csv", key="sweep_csv"
         )
@@ -220,7 +218,7 @@ with tab_phase:
             key=_init("phase_gen", "random:20-40-80-160:seed=0"),
         )
         phase_methods = c3.multiselect(
-            "Methods", [*methods(), experiments.ORACLE], key=_init("phase_methods", ["latent-pursuit"])
+            "Methods", [*methods(), sweeps.ORACLE], key=_init("phase_methods", ["latent-pursuit"])
         )
         phase_trials = c3.number_input("Trials per cell", 1, limits.budget().max_batch, key=_init("phase_trials", 10))
         go = st.form_submit_button("Run phase map", type="primary")
@@ -229,7 +227,7 @@ with tab_phase:
         phase_config = None
         if xs is not None and ys is not None:
             try:
-                phase_config = experiments.PhaseConfig(
+                phase_config = phases.PhaseConfig(
                     generator=gen_text.strip(),
                     x_variable=x_var,
                     x_values=xs,
@@ -260,7 +258,7 @@ with tab_phase:
                 done = 0
                 for ix, x in enumerate(phase_config.x_values):
                     for iy, y in enumerate(phase_config.y_values):
-                        cells.extend(experiments.run_phase_cell(phase_config, ix, iy))
+                        cells.extend(phases.run_phase_cell(phase_config, ix, iy))
                         done += 1
                         message = f"{phase_config.x_variable}={x:g}, {phase_config.y_variable}={y:g}"
                         if progress(done / phase_config.cells, message) is False:
@@ -281,7 +279,7 @@ with tab_phase:
             st.warning(f"Stopped: {len(records) // (len(config.methods) * config.trials)} of {config.cells} cells.")
         cols = st.columns(min(len(config.methods), 2))
         for k, method in enumerate(config.methods):
-            grid = experiments.phase_grid(records, method)
+            grid = phases.phase_grid(records, method)
             cols[k % len(cols)].plotly_chart(
                 figures.phase_map(
                     grid, method, x_label=VARIABLES[config.x_variable], y_label=VARIABLES[config.y_variable]

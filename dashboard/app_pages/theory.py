@@ -6,9 +6,9 @@ import streamlit as st
 
 from dashboard import cache
 from dashboard.components import figures
-from geninv import demo
+from geninv import explain
 
-DEF = demo.DEFINITIONS
+DEF = explain.DEFINITIONS
 
 st.title("When can a generator be inverted?")
 
@@ -77,7 +77,7 @@ for name, text in (
     ("hybrid", "Ours: latent-pursuit, a refit on the found patterns, and a joint gradient solve where needed."),
 ):
     st.markdown(f"**{name}** — {text}")
-    st.latex(demo.FORMULAS[name])
+    st.latex(explain.FORMULAS[name])
 
 st.divider()
 st.markdown("#### Live: expansion makes inversion possible")

@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard import cache, safety
 from dashboard.components import canvas
-from geninv import GeninvError, demo, digits, io, lessons, limits, masks, methods, viz
+from geninv import GeninvError, digits, io, lessons, limits, masks, methods, session, viz
 
 GEN_KINDS = ("MNIST (shipped)", "MNIST conv (shipped)", "Random", "Upload")
 SHIPPED = {GEN_KINDS[0]: "mnist", GEN_KINDS[1]: "mnist-conv"}
@@ -27,7 +27,7 @@ MASK_LABELS = {
     "draw": "draw with the mouse",
     "upload": "upload (PNG / .npy)",
 }
-MEASURE_KINDS = ("pixels", *demo.MEASUREMENTS)
+MEASURE_KINDS = ("pixels", *session.MEASUREMENTS)
 MEASURE_LABELS = {
     "pixels": "pixels (with a mask)",
     "gaussian": "m Gaussian measurements",
@@ -40,7 +40,7 @@ NOISE_LABELS = {"none": "no noise", "sigma": "σ (standard deviation)", "snr": "
 @dataclass
 class GeneratorChoice:
     generator: Any  # geninv.Generator, or None when the choice is invalid
-    spec: str  # a spec string, or demo.UPLOAD
+    spec: str  # a spec string, or session.UPLOAD
     key: str  # cache key (spec, or upload digest)
 
 
@@ -50,7 +50,7 @@ def _init(key: str, default: Any) -> str:
     return key
 
 
-def apply_query(query: dict[str, Any]) -> demo.Experiment | None:
+def apply_query(query: dict[str, Any]) -> session.Experiment | None:
     """Set the widgets from a shared link's query; returns the experiment, or None if there is none.
 
     A link is either an experiment (``Experiment.from_query``: parsed and checked against the
@@ -68,16 +68,16 @@ def apply_query(query: dict[str, Any]) -> demo.Experiment | None:
         if len(set(names)) != 1:
             raise GeninvError("A lesson link names one lesson.")
         return start_lesson(str(names[0]))
-    exp = demo.Experiment.from_query(query)
+    exp = session.Experiment.from_query(query)
     st.session_state["lesson"] = ""
     set_widgets(exp)
     return exp
 
 
-def start_lesson(name: str) -> demo.Experiment:
+def start_lesson(name: str) -> session.Experiment:
     """Set the widgets to a lesson's experiment (checked against the budget) and unfold its controls."""
     lesson = lessons.get(name)
-    exp = demo.Experiment.from_query(lesson.experiment.to_query())  # the same checks as any link
+    exp = session.Experiment.from_query(lesson.experiment.to_query())  # the same checks as any link
     set_widgets(exp)
     s = st.session_state
     s["lesson"] = lesson.name
@@ -118,13 +118,13 @@ def lesson_picker() -> lessons.Lesson | None:
     return lessons.LESSONS.get(name) if name else None
 
 
-def set_widgets(exp: demo.Experiment) -> None:
+def set_widgets(exp: session.Experiment) -> None:
     """Set every widget of the Invert page's sidebar to show ``exp`` exactly."""
     s = st.session_state
     shipped = {spec: label for label, spec in SHIPPED.items()}
     if exp.generator in shipped:
         s["gen_kind"] = shipped[exp.generator]
-    elif exp.generator == demo.UPLOAD:
+    elif exp.generator == session.UPLOAD:
         s["gen_kind"] = GEN_KINDS[3]
     else:
         p = io.parse_spec(exp.generator)
@@ -150,12 +150,12 @@ def set_widgets(exp: demo.Experiment) -> None:
         s["custom_mask"] = c.custom
     s["meas_kind"] = "pixels"
     if c.measurements:
-        meas = demo.parse_measurements(c.measurements)
+        meas = session.parse_measurements(c.measurements)
         s.update({"meas_kind": meas["kind"], "meas_m": meas["m"], "meas_seed": meas["seed"]})
     s["noise_kind"] = c.noise
     s["sigma"], s["snr"] = c.sigma, c.snr_db
     for method in methods():  # options the experiment does not set go back to their defaults
-        for opt in demo.method_options(method):
+        for opt in session.method_options(method):
             s[f"opt_{method}_{opt['name']}"] = exp.options.get(method, {}).get(opt["name"], opt["default"])
 
 
@@ -169,10 +169,10 @@ def generator_picker() -> GeneratorChoice:
         if kind == GEN_KINDS[2]:
             widths = st.sidebar.text_input("Widths (latent → output)", key=_init("rnd_widths", "20-128-392-784"))
             c1, c2 = st.sidebar.columns(2)
-            seed = c1.number_input("Weight seed", 0, demo.LINK_SEED_MAX, key=_init("rnd_seed", 0))
+            seed = c1.number_input("Weight seed", 0, session.LINK_SEED_MAX, key=_init("rnd_seed", 0))
             bias = c2.checkbox("Biases", key=_init("rnd_bias", False))
-            hidden = c1.selectbox("Hidden", demo.LINK_HIDDEN, key="rnd_hidden")
-            output = c2.selectbox("Output", demo.LINK_OUTPUT, key="rnd_output")
+            hidden = c1.selectbox("Hidden", session.LINK_HIDDEN, key="rnd_hidden")
+            output = c2.selectbox("Output", session.LINK_OUTPUT, key="rnd_output")
             spec = f"random:{widths.strip()}:seed={int(seed)}" + (":bias" if bias else "")
             spec += f":hidden={hidden}:output={output}"
             limits.budget().check_spec(spec)  # refused before anything is built
@@ -181,13 +181,13 @@ def generator_picker() -> GeneratorChoice:
         weights = st.sidebar.file_uploader("Weights (.safetensors)", type=["safetensors"], key="up_weights")
         if arch is None or weights is None:
             st.sidebar.info("Upload both files (made by `G.save(path)`), or pick another generator.")
-            return GeneratorChoice(None, demo.UPLOAD, "")
+            return GeneratorChoice(None, session.UPLOAD, "")
         if arch.size > io.MAX_ARCH_BYTES:
             raise GeninvError(f"The architecture file is {arch.size} bytes; the limit is {io.MAX_ARCH_BYTES}.")
         limits.budget().check_upload("weights file", weights.size)
         a, w = arch.getvalue(), weights.getvalue()
         key = "upload:" + cache.digest(a, w)
-        return GeneratorChoice(cache.uploaded_generator(key, a, w), demo.UPLOAD, key)
+        return GeneratorChoice(cache.uploaded_generator(key, a, w), session.UPLOAD, key)
     except GeninvError as exc:
         safety.show_error(exc, st.sidebar)
         return GeneratorChoice(None, "", "")
@@ -199,7 +199,7 @@ def sample_picker(output_dim: int | None = None) -> tuple[int, int | None]:
     Returns ``(latent_seed, digit)``; ``digit`` is None for a sample.
     """
     st.sidebar.subheader("2 · Signal")
-    kinds = SIGNAL_KINDS if output_dim == demo.DIGIT_PIXELS else SIGNAL_KINDS[:1]
+    kinds = SIGNAL_KINDS if output_dim == session.DIGIT_PIXELS else SIGNAL_KINDS[:1]
     if st.session_state.get("signal_kind") not in kinds:
         st.session_state["signal_kind"] = kinds[0]
     kind = st.sidebar.radio("Signal", kinds, key="signal_kind", label_visibility="collapsed", horizontal=True)
@@ -217,11 +217,11 @@ def sample_picker(output_dim: int | None = None) -> tuple[int, int | None]:
     seed_slot = st.sidebar.empty()  # the button is drawn below the seed but must act before the seed is read
     # A row of its own: beside the seed the label was cut to "New sa...".
     if st.sidebar.button("New sample", key="new_sample", icon=":material/casino:", width="stretch"):
-        st.session_state["latent_seed"] = min(int(st.session_state.get("latent_seed", 0)) + 1, demo.LINK_SEED_MAX)
-    return int(seed_slot.number_input("Latent seed", 0, demo.LINK_SEED_MAX, key=_init("latent_seed", 0))), None
+        st.session_state["latent_seed"] = min(int(st.session_state.get("latent_seed", 0)) + 1, session.LINK_SEED_MAX)
+    return int(seed_slot.number_input("Latent seed", 0, session.LINK_SEED_MAX, key=_init("latent_seed", 0))), None
 
 
-def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None]:
+def corruption_picker(n: int) -> tuple[session.Corruption | None, np.ndarray | None]:
     """Widgets for the mask and the noise: the corruption and its mask (None when nothing is hidden);
     ``(None, None)``, with an error shown, when the choice is invalid."""
     st.sidebar.subheader("3 · Corruption")
@@ -244,19 +244,19 @@ def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None
             st.session_state["meas_m"] = min(100, n)
         c1, c2 = st.sidebar.columns(2)
         m = int(c1.number_input("Measurements m", 1, n, key=_init("meas_m", min(100, n))))
-        seed = int(c2.number_input("Operator seed", 0, demo.LINK_SEED_MAX, key=_init("meas_seed", 0)))
+        seed = int(c2.number_input("Operator seed", 0, session.LINK_SEED_MAX, key=_init("meas_seed", 0)))
         fields["measurements"] = f"{measure}:{m}:seed={seed}"
         st.sidebar.caption(f"{m} of {n} measurements; the operator replaces the pixel mask.")
     else:
         kind = st.sidebar.selectbox(
             "Hide", MASK_KINDS if shape else ("none", "random", "upload"), key="mask_kind", format_func=MASK_LABELS.get
         )
-        fields["mask"] = kind if kind in demo.MASKS else "custom"
+        fields["mask"] = kind if kind in session.MASKS else "custom"
     if kind == "random":
-        low, high = demo.LINK_RANGES["missing"]
+        low, high = session.LINK_RANGES["missing"]
         fields["missing"] = st.sidebar.slider("Fraction missing", low, high, step=0.05, key=_init("missing", 0.5))
         fields["mask_seed"] = int(
-            st.sidebar.number_input("Mask seed", 0, demo.LINK_SEED_MAX, key=_init("mask_seed", 0))
+            st.sidebar.number_input("Mask seed", 0, session.LINK_SEED_MAX, key=_init("mask_seed", 0))
         )
     elif kind == "box" and shape:
         h, w = shape
@@ -268,7 +268,7 @@ def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None
         bw = c2.number_input("Width", 1, w, key=_init("box_w", min(12, w)))
         fields["box"] = (int(top), int(left), int(bh), int(bw))
     elif kind == "half":
-        fields["half"] = st.sidebar.selectbox("Which half", demo.HALVES, key="half")
+        fields["half"] = st.sidebar.selectbox("Which half", session.HALVES, key="half")
     elif kind == "upload":
         up = st.sidebar.file_uploader("Mask (white = observed)", type=["png", "npy"], key="up_mask")
         if up is not None:
@@ -279,7 +279,7 @@ def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None
                     raise GeninvError(f"The mask file is {up.size} bytes; the limit is {limit}.")
                 data = up.getvalue()
                 m = masks.from_npy(data, n) if npy else masks.from_png(data, shape)
-                st.session_state["custom_mask"] = demo.pack_mask(m)
+                st.session_state["custom_mask"] = session.pack_mask(m)
             except GeninvError as exc:
                 safety.show_error(f"Mask upload: {exc}", st.sidebar)
                 return None, None
@@ -298,16 +298,16 @@ def corruption_picker(n: int) -> tuple[demo.Corruption | None, np.ndarray | None
     noise = st.sidebar.selectbox("Noise", NOISE_KINDS, key="noise_kind", format_func=NOISE_LABELS.get)
     fields["noise"] = noise
     if noise == "sigma":
-        low, high = demo.LINK_RANGES["sigma"]
+        low, high = session.LINK_RANGES["sigma"]
         fields["sigma"] = st.sidebar.number_input("σ", low, high, step=0.01, format="%.4g", key=_init("sigma", 0.05))
     elif noise == "snr":
-        low, high = demo.LINK_RANGES["snr_db"]
+        low, high = session.LINK_RANGES["snr_db"]
         fields["snr_db"] = st.sidebar.slider("SNR (dB)", low, high, step=1.0, key=_init("snr", 20.0))
     if noise != "none":
-        seed = st.sidebar.number_input("Noise seed", 0, demo.LINK_SEED_MAX, key=_init("noise_seed", 0))
+        seed = st.sidebar.number_input("Noise seed", 0, session.LINK_SEED_MAX, key=_init("noise_seed", 0))
         fields["noise_seed"] = int(seed)
     try:
-        corruption = demo.Corruption(**fields)
+        corruption = session.Corruption(**fields)
         mask = corruption.mask_array(n)
     except GeninvError as exc:
         safety.show_error(exc, st.sidebar)
@@ -337,7 +337,7 @@ def canvas_panel(clean: np.ndarray, shape: tuple[int, int]) -> None:
     with st.expander("Draw the mask", expanded=True):
         drawn = canvas.draw_mask(viz.rgb_image(clean, shape), key="canvas")
         if drawn is not None:
-            packed = demo.pack_mask(drawn)
+            packed = session.pack_mask(drawn)
             if packed != st.session_state.get("drawn_mask"):  # the sidebar read the previous drawing: redo
                 st.session_state["drawn_mask"] = packed
                 st.rerun()
@@ -367,7 +367,7 @@ def _option_widgets(method: str) -> dict[str, Any]:
     highs = {name: budget.max_iterations for name in limits.ITERATION_FIELDS}
     highs |= {name: budget.max_restarts for name in limits.RESTART_FIELDS}
     changed = {}
-    for opt in demo.method_options(method):
+    for opt in session.method_options(method):
         key, default = f"opt_{method}_{opt['name']}", opt["default"]
         label = opt["name"].replace("_", " ")
         if opt["kind"] == "bool":

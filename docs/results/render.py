@@ -3,7 +3,7 @@
     python3 docs/results/render.py                 # every <preset>.json here -> <preset>.png
     python3 docs/results/render.py noise --width 800 --height 450
 
-Each figure is :func:`geninv.experiments.figure` on the preset's records (the same chart as
+Each figure is :func:`geninv.charts.figure` on the preset's records (the same chart as
 ``<preset>.html``), drawn by plotly.js inside a headless Debian chromium driven by playwright, and
 exported with ``Plotly.toImage``. It never downloads a browser: it uses ``--chromium`` (default
 /usr/bin/chromium) and plotly.js from the plotly Python package, so it works offline.
@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from geninv.experiments import figure
+from geninv.charts import figure
 
 HERE = Path(__file__).resolve().parent
 PRESET_ORDER = (
@@ -55,7 +55,7 @@ TITLES = {
 
 
 def metric_for(config: dict) -> str:
-    """The metric write_results draws for this sweep (kept in step with geninv.experiments.write_results)."""
+    """The metric write_results draws for this sweep (kept in step with geninv.sweeps.write_results)."""
     if config.get("certificate"):
         return "identifiable_rate"
     return "median_error" if config["variable"] == "noise_db" else "success_rate"
@@ -80,7 +80,7 @@ def build_figure(payload: dict, preset: str):
         fig.update_layout(legend_title="")
     if config["variable"] == "missing":
         fig.update_xaxes(tickformat=".0%")
-    return fig  # ties: experiments.figure already draws earlier traces wider
+    return fig  # ties: charts.figure already draws earlier traces wider
 
 
 def figures_to_png(figs, *, width: int, height: int, chromium: str = "/usr/bin/chromium") -> list[bytes]:

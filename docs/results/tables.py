@@ -5,7 +5,7 @@
     python3 docs/results/tables.py --write          # regenerate README.md and HEADLINE.md
 
 Every number comes from ``<preset>.json`` (written by ``geninv sweep <preset> --out docs/results``)
-through :func:`geninv.experiments.summarize`; wall times come from ``timings.json``. Nothing is typed
+through :func:`geninv.sweeps.summarize`; wall times come from ``timings.json``. Nothing is typed
 by hand.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from geninv.experiments import CLEAN_DB, summarize
+from geninv.sweeps import CLEAN_DB, summarize
 
 HERE = Path(__file__).resolve().parent
 PRESET_ORDER = (

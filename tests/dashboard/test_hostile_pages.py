@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from geninv import demo, io
+from geninv import demo, io, session
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "main.py")
 TIMEOUT = 180
@@ -116,7 +116,7 @@ ROUND_TRIPS = [
         "gen": "random:6-24-100:seed=1000000:bias:hidden=leaky_relu:output=sigmoid",
         "methods": "lbp",
         "mask": "custom",
-        "custom": demo.pack_mask([k % 7 != 0 for k in range(100)]),
+        "custom": session.pack_mask([k % 7 != 0 for k in range(100)]),
         "options": '{"lbp":{"lam_scale":1,"threshold":3}}',
     },
 ]
@@ -128,7 +128,7 @@ def test_a_link_runs_exactly_the_experiment_it_names(query):
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
     ran = at.session_state["_last"][1]
-    wanted = demo.Experiment.from_query(query)
+    wanted = session.Experiment.from_query(query)
     assert io.parse_spec(ran.generator) == io.parse_spec(wanted.generator)
     assert ran.to_query() | {"gen": ""} == wanted.to_query() | {"gen": ""}
 
@@ -274,10 +274,10 @@ def test_sweeps_of_two_sessions_keep_private_records_and_running_again_keeps_the
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         folders.append(folder)
     assert folders[0] != folders[1]
-    import geninv.experiments
+    import geninv.sweeps
 
     calls = []
-    monkeypatch.setattr(geninv.experiments, "run_task", lambda *a: calls.append(a) or [])
+    monkeypatch.setattr(geninv.sweeps, "run_task", lambda *a: calls.append(a) or [])
     again = _sweep(first)  # the same configuration submitted again (as Enter in a field once did)
     _no_exception(again)
     assert calls == []  # finished tasks are kept, not recomputed or deleted
@@ -294,9 +294,9 @@ def test_sweeps_of_two_sessions_keep_private_records_and_running_again_keeps_the
     ],
 )
 def test_sweeps_past_the_budget_are_refused_before_running(changes, name, monkeypatch):
-    import geninv.experiments
+    import geninv.sweeps
 
-    monkeypatch.setattr(geninv.experiments, "run_task", lambda *a: pytest.fail("a refused sweep ran"))
+    monkeypatch.setattr(geninv.sweeps, "run_task", lambda *a: pytest.fail("a refused sweep ran"))
     at = _sweep(_sweep_page(), **changes)
     _no_exception(at)
     assert name in _texts(at.error)

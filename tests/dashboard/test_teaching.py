@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from geninv import demo, io, lessons
+from geninv import io, lessons, session
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "main.py")
 TIMEOUT = 240
@@ -37,7 +37,7 @@ def _table(at: AppTest):
     return next(df.value for df in at.dataframe if "latent_error" in df.value.columns).set_index("method")
 
 
-def _same(a: demo.Experiment, b: demo.Experiment) -> bool:
+def _same(a: session.Experiment, b: session.Experiment) -> bool:
     qa, qb = a.to_query(), b.to_query()
     return io.parse_spec(qa.pop("gen")) == io.parse_spec(qb.pop("gen")) and qa == qb
 
@@ -248,9 +248,9 @@ def test_phase_map_draws_success_and_the_certificates_boundary():
 
 
 def test_a_phase_map_past_the_budget_is_refused(monkeypatch):
-    import geninv.experiments
+    import geninv.phases
 
-    monkeypatch.setattr(geninv.experiments, "run_phase_cell", lambda *a: pytest.fail("a refused phase map ran"))
+    monkeypatch.setattr(geninv.phases, "run_phase_cell", lambda *a: pytest.fail("a refused phase map ran"))
     monkeypatch.setenv("GENINV_BUDGET", "max_sweep_runs=50")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.switch_page(SWEEP).run()

@@ -90,12 +90,13 @@ def test_bad_input_exits_2_with_one_line(argv, message, capsys):
 def no_compute(monkeypatch):
     """Fail the test if a command gets as far as inverting or sweeping."""
     import geninv.experiments
+    import geninv.sweeps
 
     def refuse(*args, **kwargs):
         raise AssertionError("bad input reached the compute")
 
     monkeypatch.setattr(geninv.experiments, "run_methods", refuse)
-    monkeypatch.setattr(geninv.experiments, "run_sweep", refuse)
+    monkeypatch.setattr(geninv.sweeps, "run_sweep", refuse)
 
 
 SMALL = ["--generator", "random:4-16-49"]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import geninv
-from geninv import demo
+from geninv import demo, explain, session
 from geninv.errors import GeninvError
 
 
@@ -26,37 +26,41 @@ def test_pack_mask_round_trips(bits):
     mask = np.array(bits)
     if not mask.any():
         mask[0] = True
-    text = demo.pack_mask(mask)
+    text = session.pack_mask(mask)
     assert text.isascii() and "&" not in text and "=" not in text
-    np.testing.assert_array_equal(demo.unpack_mask(text, mask.size), mask)
+    np.testing.assert_array_equal(session.unpack_mask(text, mask.size), mask)
 
 
 def test_unpack_mask_rejects_garbage_and_wrong_size():
     with pytest.raises(GeninvError, match="custom"):
-        demo.unpack_mask("not a mask")
+        session.unpack_mask("not a mask")
     with pytest.raises(GeninvError):
-        demo.unpack_mask(demo.pack_mask(np.ones(10, bool)), 12)
+        session.unpack_mask(session.pack_mask(np.ones(10, bool)), 12)
 
 
 @pytest.mark.parametrize(
     "experiment",
     [
-        demo.Experiment(),
-        demo.Experiment(
+        session.Experiment(),
+        session.Experiment(
             generator="random:6-24-96:seed=4:bias:hidden=leaky_relu:output=sigmoid",
             latent_seed=7,
-            corruption=demo.Corruption(mask="random", missing=0.35, mask_seed=3, noise="snr", snr_db=25, noise_seed=2),
+            corruption=session.Corruption(
+                mask="random", missing=0.35, mask_seed=3, noise="snr", snr_db=25, noise_seed=2
+            ),
             methods=("gd", "hybrid"),
             options={"gd": {"n_iter": 50, "optimizer": "momentum"}},
             seed=5,
         ),
-        demo.Experiment(corruption=demo.Corruption(mask="box", box=(1, 2, 3, 4), noise="sigma", sigma=0.125)),
-        demo.Experiment(corruption=demo.Corruption(mask="half", half="left")),
-        demo.Experiment(corruption=demo.Corruption(mask="custom", custom=demo.pack_mask(np.arange(784) % 3 > 0))),
-        demo.Experiment(corruption=demo.Corruption(measurements="gaussian:100:seed=1"), methods=("hybrid",)),
-        demo.Experiment(
+        session.Experiment(corruption=session.Corruption(mask="box", box=(1, 2, 3, 4), noise="sigma", sigma=0.125)),
+        session.Experiment(corruption=session.Corruption(mask="half", half="left")),
+        session.Experiment(
+            corruption=session.Corruption(mask="custom", custom=session.pack_mask(np.arange(784) % 3 > 0))
+        ),
+        session.Experiment(corruption=session.Corruption(measurements="gaussian:100:seed=1"), methods=("hybrid",)),
+        session.Experiment(
             generator="mnist-conv",
-            corruption=demo.Corruption(measurements="dct:200:seed=7", noise="sigma", sigma=0.01, noise_seed=3),
+            corruption=session.Corruption(measurements="dct:200:seed=7", noise="sigma", sigma=0.01, noise_seed=3),
             digit=4,
         ),
     ],
@@ -64,8 +68,8 @@ def test_unpack_mask_rejects_garbage_and_wrong_size():
 def test_experiment_round_trips_through_the_url_query(experiment):
     query = experiment.to_query()
     assert all(isinstance(v, str) for v in query.values())
-    assert demo.Experiment.from_query(query) == experiment
-    assert demo.Experiment.from_query({k: [v] for k, v in query.items()}) == experiment  # list-valued params
+    assert session.Experiment.from_query(query) == experiment
+    assert session.Experiment.from_query({k: [v] for k, v in query.items()}) == experiment  # list-valued params
 
 
 @pytest.mark.parametrize(
@@ -88,29 +92,29 @@ def test_experiment_round_trips_through_the_url_query(experiment):
 )
 def test_bad_query_raises_an_error_naming_the_value(query, names):
     with pytest.raises(GeninvError, match=names):
-        demo.Experiment.from_query(query)
+        session.Experiment.from_query(query)
 
 
 def test_box_and_half_need_an_image_output():
     with pytest.raises(GeninvError, match="non-image"):
-        demo.Corruption(mask="half").mask_array(96)
-    assert demo.Corruption(mask="half").mask_array(100).sum() == 50
+        session.Corruption(mask="half").mask_array(96)
+    assert session.Corruption(mask="half").mask_array(100).sum() == 50
 
 
 def test_mask_that_hides_everything_is_refused(small):
-    exp = demo.Experiment(
+    exp = session.Experiment(
         generator="random:6-24-96:seed=2",
-        corruption=demo.Corruption(mask="custom", custom=demo.pack_mask(np.zeros(96, bool))),
+        corruption=session.Corruption(mask="custom", custom=session.pack_mask(np.zeros(96, bool))),
     )
     with pytest.raises(GeninvError, match="observed"):
         exp.observation(small)
 
 
 def test_run_gives_real_numbers_for_every_method(small):
-    exp = demo.Experiment(
+    exp = session.Experiment(
         generator="random:6-24-96:seed=2",
         latent_seed=1,
-        corruption=demo.Corruption(mask="random", missing=0.3),
+        corruption=session.Corruption(mask="random", missing=0.3),
         methods=("gd", "latent-pursuit", "hybrid"),
         options={"gd": {"n_iter": 300}},
     )
@@ -131,7 +135,9 @@ def test_run_gives_real_numbers_for_every_method(small):
     np.testing.assert_array_equal(info["map"], np.where(truth, 1, 0))  # all found, no false alarm
     gd = out.methods["gd"]
     h = gd.history
-    restarts = demo.method_options("gd")[[o["name"] for o in demo.method_options("gd")].index("restarts")]["default"]
+    restarts = session.method_options("gd")[[o["name"] for o in session.method_options("gd")].index("restarts")][
+        "default"
+    ]
     assert h["loss"].shape == (len(h["iterations"]), restarts) and h["latent_error"].shape == h["loss"].shape
     assert h["frames"].shape == (len(h["frame_iterations"]), 96)
     assert h["frame_errors"][-1] == pytest.approx(gd.metrics["latent_error"], rel=1e-6)
@@ -143,25 +149,25 @@ def test_run_gives_real_numbers_for_every_method(small):
 
 
 def test_measurement_spec_is_canonical_and_replaces_the_mask():
-    c = demo.Corruption(measurements="gaussian:100")
+    c = session.Corruption(measurements="gaussian:100")
     assert c.measurements == "gaussian:100:seed=0"
-    assert demo.Experiment.from_query({"meas": "gaussian:100"}) == demo.Experiment.from_query(
+    assert session.Experiment.from_query({"meas": "gaussian:100"}) == session.Experiment.from_query(
         {"meas": "gaussian:100:seed=0"}
     )
-    assert demo.Experiment(corruption=c).to_query()["meas"] == "gaussian:100:seed=0"
-    assert "meas" not in demo.Experiment().to_query()  # pixel links stay as they were
+    assert session.Experiment(corruption=c).to_query()["meas"] == "gaussian:100:seed=0"
+    assert "meas" not in session.Experiment().to_query()  # pixel links stay as they were
     with pytest.raises(GeninvError, match="replaces the pixel mask"):
-        demo.Corruption(mask="random", measurements="dct:50")
+        session.Corruption(mask="random", measurements="dct:50")
     with pytest.raises(GeninvError, match="'measurements'"):
-        demo.Corruption(measurements="subsample:50")
+        session.Corruption(measurements="subsample:50")
     with pytest.raises(GeninvError, match="'measurements'"):
-        demo.Corruption(measurements=50)
+        session.Corruption(measurements=50)
 
 
 def test_compressed_sensing_run_is_exact_and_reports_its_measurements(small):
-    exp = demo.Experiment(
+    exp = session.Experiment(
         generator="random:6-24-96:seed=2",
-        corruption=demo.Corruption(measurements="gaussian:40:seed=1"),
+        corruption=session.Corruption(measurements="gaussian:40:seed=1"),
         methods=["hybrid"],
     )
     out = demo.run(small, exp)
@@ -188,7 +194,7 @@ def test_preview_measurements_match_the_operator(small):
 
 def test_outcome_carries_the_layer_shapes_of_a_convolutional_generator():
     G = geninv.Generator.random_conv(4, [3, 2], size=3)  # dense 4 -> 3x3x3, convT -> 2x6x6
-    exp = demo.Experiment(generator=demo.UPLOAD, methods=["hybrid"])
+    exp = session.Experiment(generator=session.UPLOAD, methods=["hybrid"])
     out = demo.run(G, exp)
     assert out.layer_shapes == ((4,), (3, 3, 3), (2, 6, 6))
     assert out.methods["hybrid"].layers[0]["map"].shape == (27,)  # flat, in (channel, row, column) order
@@ -199,14 +205,14 @@ def test_outcome_carries_the_layer_shapes_of_a_convolutional_generator():
 def test_measurements_are_charged_as_one_more_layer():
     from geninv.limits import Budget
 
-    pixels = Budget().check_experiment(demo.Experiment(methods=["hybrid"]))
+    pixels = Budget().check_experiment(session.Experiment(methods=["hybrid"]))
     cs = Budget().check_experiment(
-        demo.Experiment(corruption=demo.Corruption(measurements="gaussian:784"), methods=["hybrid"])
+        session.Experiment(corruption=session.Corruption(measurements="gaussian:784"), methods=["hybrid"])
     )
     assert cs.total > pixels.total
     with pytest.raises(geninv.BudgetError, match="measurement operator"):
         Budget(max_parameters=500_000).check_experiment(
-            demo.Experiment(corruption=demo.Corruption(measurements="gaussian:784"))
+            session.Experiment(corruption=session.Corruption(measurements="gaussian:784"))
         )
 
 
@@ -224,19 +230,19 @@ def test_forward_from_a_hidden_layer_continues_the_forward_pass(small):
 
 
 def test_method_options_describe_the_config_fields():
-    opts = {o["name"]: o for o in demo.method_options("gd")}
+    opts = {o["name"]: o for o in session.method_options("gd")}
     assert opts["optimizer"]["choices"] == ("adam", "momentum") and opts["n_iter"]["kind"] == "int"
     assert "z_init" not in opts  # arrays are not form fields
-    assert {o["name"] for o in demo.method_options("plugin")}.isdisjoint({"eta"})  # automatic step size
+    assert {o["name"] for o in session.method_options("plugin")}.isdisjoint({"eta"})  # automatic step size
 
 
 # --------------------------------------------------------------------------- the whole truth
 def test_a_noisy_run_reports_the_oracle_and_the_certificate_predicts_it():
     G = geninv.Generator.random([20, 128, 392, 784], seed=1)
-    exp = demo.Experiment(
+    exp = session.Experiment(
         generator="random:20-128-392-784:seed=1",
         latent_seed=3,
-        corruption=demo.Corruption(noise="snr", snr_db=20.0),
+        corruption=session.Corruption(noise="snr", snr_db=20.0),
         methods=("latent-pursuit",),
     )
     out = demo.run(G, exp)
@@ -248,29 +254,29 @@ def test_a_noisy_run_reports_the_oracle_and_the_certificate_predicts_it():
     assert out.network["identifiable_network"] and out.verdict[0] == "identifiable and stable"
     rows = {r["method"]: r for r in out.table()}
     assert rows["oracle"]["recovered"] is False and rows["latent-pursuit"]["latent_error"] < 3 * measured
-    clean = demo.run(G, dataclasses.replace(exp, corruption=demo.Corruption()))
+    clean = demo.run(G, dataclasses.replace(exp, corruption=session.Corruption()))
     assert "oracle" not in clean.methods and clean.network["predicted_error"] == 0.0
 
 
 def test_verdict_words_never_say_not_identifiable_from_the_layerwise_test_alone():
     net = {"identifiable_network": True, "identifiable_layerwise": False, "stable": False, "condition": 740.2}
-    head, why = demo.verdict_words(net)
+    head, why = explain.verdict_words(net)
     assert head == "identifiable but unstable: noise ×740" and "not identifiable" not in head
     assert "sufficient, not necessary" in why
-    assert demo.verdict_words(net | {"stable": True, "identifiable_layerwise": True})[0] == "identifiable and stable"
-    assert demo.verdict_words(net | {"identifiable_network": False})[0].startswith("not identifiable")
+    assert explain.verdict_words(net | {"stable": True, "identifiable_layerwise": True})[0] == "identifiable and stable"
+    assert explain.verdict_words(net | {"identifiable_network": False})[0].startswith("not identifiable")
 
 
 def test_every_shown_metric_and_verdict_has_a_one_line_definition():
     for key in ("latent_error", "psnr_db", "signal_error", "observed_residual", "recovered", "status", "seconds"):
-        assert key in demo.DEFINITIONS
+        assert key in explain.DEFINITIONS
     for key in ("identifiable_network", "noise_gain", "condition", "predicted_error", "oracle", "equations"):
-        assert key in demo.DEFINITIONS
-    assert all("\n" not in text and len(text) < 250 for text in demo.DEFINITIONS.values())
+        assert key in explain.DEFINITIONS
+    assert all("\n" not in text and len(text) < 250 for text in explain.DEFINITIONS.values())
 
 
 def test_support_maps_follow_each_pursuit_step_and_each_gd_frame(small):
-    exp = demo.Experiment(
+    exp = session.Experiment(
         generator="random:6-24-96:seed=2",
         latent_seed=1,
         methods=("gd", "latent-pursuit"),
@@ -293,9 +299,9 @@ def test_support_maps_follow_each_pursuit_step_and_each_gd_frame(small):
 def test_npz_export_holds_every_array_and_loads_without_pickle(small):
     import io
 
-    exp = demo.Experiment(
+    exp = session.Experiment(
         generator="random:6-24-96:seed=2",
-        corruption=demo.Corruption(mask="random", missing=0.25, noise="sigma", sigma=0.01),
+        corruption=session.Corruption(mask="random", missing=0.25, noise="sigma", sigma=0.01),
         methods=("gd", "latent-pursuit"),
         options={"gd": {"n_iter": 100}},
     )
@@ -311,9 +317,9 @@ def test_npz_export_holds_every_array_and_loads_without_pickle(small):
 
 def test_batch_mode_gives_rates_with_intervals_and_error_distributions():
     G = geninv.Generator.random([8, 32, 128], seed=0)
-    exp = demo.Experiment(
+    exp = session.Experiment(
         generator="random:8-32-128:seed=0",
-        corruption=demo.Corruption(mask="random", missing=0.5),
+        corruption=session.Corruption(mask="random", missing=0.5),
         methods=("latent-pursuit", "gd"),
         options={"gd": {"n_iter": 50, "restarts": 1}},
     )
@@ -328,7 +334,7 @@ def test_batch_mode_gives_rates_with_intervals_and_error_distributions():
     assert batch.certificate_summary()["identifiable_network"] == 1.0
     assert "oracle" not in batch.errors  # clean
     with pytest.raises(GeninvError, match="digit"):
-        demo.run_batch(G, demo.Experiment(digit=0), 2)
+        demo.run_batch(G, session.Experiment(digit=0), 2)
 
 
 def test_wilson_and_bootstrap_intervals():
@@ -348,7 +354,7 @@ def test_wilson_and_bootstrap_intervals():
 def test_batches_and_oracles_are_in_the_budget():
     from geninv.limits import Budget
 
-    exp = demo.Experiment(corruption=demo.Corruption(noise="sigma", sigma=0.01))
+    exp = session.Experiment(corruption=session.Corruption(noise="sigma", sigma=0.01))
     one = Budget().check_experiment(exp)
     assert "oracle" in one.parts
     many = Budget().check_experiment(exp, batch=20)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import geninv
-from geninv import demo, digits
+from geninv import demo, digits, session
 from geninv.errors import GeninvError
 
 
@@ -50,8 +50,8 @@ def test_a_fresh_projection_does_not_beat_the_stored_one():
 
 def test_a_digit_experiment_measures_the_digit_against_its_projection():
     G = geninv.load_generator("mnist").double()
-    exp = demo.Experiment(digit=2, corruption=demo.Corruption(mask="half"), methods=("latent-pursuit",))
-    assert demo.Experiment.from_query(exp.to_query()) == exp
+    exp = session.Experiment(digit=2, corruption=session.Corruption(mask="half"), methods=("latent-pursuit",))
+    assert session.Experiment.from_query(exp.to_query()) == exp
     assert exp.to_query()["digit"] == "2" and "z" not in exp.to_query()
     obs = exp.observation(G)
     x = digits.digit(2)
@@ -77,4 +77,4 @@ def test_a_digit_experiment_measures_the_digit_against_its_projection():
 )
 def test_bad_digit_links_are_refused(query, name):
     with pytest.raises(GeninvError, match=name):
-        demo.Experiment.from_query(query)
+        session.Experiment.from_query(query)

@@ -145,15 +145,15 @@ def test_bool_options_of_layerwise_methods_raise_a_geninv_error(G, method):
 
 
 def test_demo_experiments_refuse_repeats_and_options_of_methods_not_run():
-    from geninv import demo
+    from geninv import session
 
     with pytest.raises(geninv.InvalidValueError, match="'methods'.*gd more than once"):
-        demo.Experiment(methods=("gd", "gd"))
+        session.Experiment(methods=("gd", "gd"))
     with pytest.raises(geninv.InvalidValueError, match="'options'"):
-        demo.Experiment(methods=("gd",), options={"lp": {"inequalities": False}})
+        session.Experiment(methods=("gd",), options={"lp": {"inequalities": False}})
     with pytest.raises(geninv.InvalidValueError, match="'options\\['gd'\\]\\['n_iter'\\]'"):
-        demo.Experiment(methods=("gd",), options={"gd": {"n_iter": [300]}})
+        session.Experiment(methods=("gd",), options={"gd": {"n_iter": [300]}})
     with pytest.raises(geninv.InvalidValueError, match="'latent_seed'"):
-        demo.Experiment(latent_seed=2**64)
-    same = demo.Experiment(methods=("gd",), options={"gd": {"n_iter": 8000, "lr": 1}})
+        session.Experiment(latent_seed=2**64)
+    same = session.Experiment(methods=("gd",), options={"gd": {"n_iter": 8000, "lr": 1}})
     assert same.options == {"gd": {"lr": 1.0}}  # the default dropped, an int read as the float it means

@@ -7,18 +7,11 @@ import pytest
 import torch
 
 import geninv
+from geninv.charts import figure
 from geninv.errors import GeninvError
-from geninv.experiments import (
-    PRESETS,
-    SweepConfig,
-    _generator_for,
-    _observation,
-    figure,
-    run_methods,
-    run_sweep,
-    summarize,
-    write_results,
-)
+from geninv.experiments import run_methods
+from geninv.presets import PRESETS
+from geninv.sweeps import SweepConfig, _generator_for, _observation, run_sweep, summarize, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,7 +143,7 @@ def _fake_records(variable, values, methods, trials=4):
 
 
 def test_noise_figure_puts_clean_first_as_a_category():
-    from geninv.experiments import CLEAN_DB
+    from geninv.sweeps import CLEAN_DB
 
     records = _fake_records("noise_db", (CLEAN_DB, 40.0, 10.0), ("gd", "oracle"))
     fig = figure(records, "median_error")
@@ -203,7 +196,7 @@ def test_certificate_records_carry_the_whole_network_verdict():
 
 # --------------------------------------------------------------------------- phase maps
 def test_phase_map_cells_records_and_certificate_boundary():
-    from geninv.experiments import PhaseConfig, phase_grid, run_phase
+    from geninv.phases import PhaseConfig, phase_grid, run_phase
 
     config = PhaseConfig(
         generator="random:4-16-48:seed=0",
@@ -229,15 +222,15 @@ def test_phase_map_cells_records_and_certificate_boundary():
 
 
 def test_phase_boundary_is_the_first_drop_below_the_level():
-    from geninv.experiments import phase_boundary
+    from geninv.phases import phase_boundary
 
     fractions = np.array([[1.0, 1.0, 0.0, np.nan], [1.0, 0.2, 0.0, np.nan], [0.9, 0.9, 0.0, np.nan]])
     assert phase_boundary(fractions, [0.0, 0.4, 0.8]) == [0.8, 0.2, 0.0, None]
 
 
 def test_phase_config_checks_its_axes_and_budget():
-    from geninv.experiments import PhaseConfig
     from geninv.limits import Budget
+    from geninv.phases import PhaseConfig
 
     with pytest.raises(GeninvError, match="y_variable"):
         PhaseConfig(x_variable="missing", y_variable="missing")

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import geninv
-from geninv import demo
+from geninv import session
 from geninv.errors import BudgetError, GeninvError
 
 NESTED = "[" * 5000 + "]" * 5000
@@ -70,7 +70,7 @@ HOSTILE_LINKS = [
     ({"options": '{"gd":{"lr":[1]}}'}, "'lr'"),
     ({"options": '["gd"]'}, "'options'"),
     ({"custom": "x" * 30_000, "mask": "custom"}, "'custom'"),
-    ({"mask": "custom", "custom": demo.pack_mask(np.ones(10, bool))}, "'custom'"),  # 10 pixels, not 784
+    ({"mask": "custom", "custom": session.pack_mask(np.ones(10, bool))}, "'custom'"),  # 10 pixels, not 784
     ({"gen": "random:6-24-96", "mask": "half"}, "non-image output"),
     ({"mask": "box", "box": "0,0,28,28"}, "hides every coordinate"),
     ({"meas": "blur:sigma=1:stride=2"}, "'meas'"),  # a real operator, not one the dashboard offers
@@ -103,7 +103,7 @@ def test_hostile_link_is_refused_naming_it_before_anything_is_built(query, names
     tracemalloc.start()
     try:
         with pytest.raises(GeninvError) as info:
-            demo.Experiment.from_query({"gen": "mnist"} | query)
+            session.Experiment.from_query({"gen": "mnist"} | query)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -115,14 +115,14 @@ def test_hostile_link_is_refused_naming_it_before_anything_is_built(query, names
 
 def test_refusals_past_the_budget_are_budget_errors_with_the_setting():
     with pytest.raises(BudgetError, match="GENINV_BUDGET='max_width=...'"):
-        demo.Experiment.from_query({"gen": "random:20-31623-31623"})
+        session.Experiment.from_query({"gen": "random:20-31623-31623"})
 
 
 def test_a_lab_budget_accepts_what_the_default_refuses():
     query = {"gen": "random:20-9000-20", "methods": "latent-pursuit"}
     with pytest.raises(BudgetError):
-        demo.Experiment.from_query(query)
-    exp = demo.Experiment.from_query(query, limits=geninv.limits.Budget(max_width=10_000))
+        session.Experiment.from_query(query)
+    exp = session.Experiment.from_query(query, limits=geninv.limits.Budget(max_width=10_000))
     assert exp.generator == "random:20-9000-20"
 
 
@@ -143,9 +143,9 @@ def test_a_lab_budget_accepts_what_the_default_refuses():
     ],
 )
 def test_good_links_keep_every_value_exactly(query):
-    exp = demo.Experiment.from_query(query)
+    exp = session.Experiment.from_query(query)
     again = exp.to_query()
-    assert demo.Experiment.from_query(again) == exp
+    assert session.Experiment.from_query(again) == exp
     _assert_same_values(query, exp)
 
 
@@ -203,13 +203,13 @@ _VALUES = {
     "methods": st.one_of(
         st.lists(st.sampled_from([*geninv.methods(), "warp", ""]), min_size=1, max_size=4).map(",".join), _JUNK
     ),
-    "mask": st.one_of(st.sampled_from(demo.MASKS), _JUNK),
+    "mask": st.one_of(st.sampled_from(session.MASKS), _JUNK),
     "mask_seed": st.one_of(_DIGITS, _JUNK),
     "missing": st.one_of(_FLOATS, _JUNK),
     "box": st.one_of(st.lists(st.integers(-2, 40), min_size=3, max_size=5).map(lambda v: ",".join(map(str, v))), _JUNK),
-    "half": st.one_of(st.sampled_from(demo.HALVES), _JUNK),
-    "custom": st.one_of(st.just(demo.pack_mask(np.arange(784) % 3 > 0)), _JUNK),
-    "noise": st.one_of(st.sampled_from(demo.NOISES), _JUNK),
+    "half": st.one_of(st.sampled_from(session.HALVES), _JUNK),
+    "custom": st.one_of(st.just(session.pack_mask(np.arange(784) % 3 > 0)), _JUNK),
+    "noise": st.one_of(st.sampled_from(session.NOISES), _JUNK),
     "noise_seed": st.one_of(_DIGITS, _JUNK),
     "level": st.one_of(_FLOATS, _JUNK),
     "meas": st.one_of(
@@ -254,15 +254,15 @@ def _links(draw):
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_link_is_refused_with_a_geninv_error_or_used_exactly(query):
     try:
-        exp = demo.Experiment.from_query(query)
+        exp = session.Experiment.from_query(query)
     except GeninvError as exc:
         assert str(exc) and "\n" not in str(exc) and len(str(exc)) < 700
         return
-    assert demo.Experiment.from_query(exp.to_query()) == exp
+    assert session.Experiment.from_query(exp.to_query()) == exp
     _assert_same_values({k: v for k, v in query.items() if _applies(k, exp)}, exp)
 
 
-def _applies(key: str, exp: demo.Experiment) -> bool:
+def _applies(key: str, exp: session.Experiment) -> bool:
     """Keys the experiment uses (a harmless default for an unused one is accepted, not used)."""
     c = exp.corruption
     used = {"random": {"missing", "mask_seed"}, "box": {"box"}, "half": {"half"}, "custom": {"custom"}}.get(
@@ -274,7 +274,7 @@ def _applies(key: str, exp: demo.Experiment) -> bool:
 
 def test_floats_keep_their_exact_value_through_the_link():
     for x in (0.1, 1 / 3, 0.123456789012345, 5e-324, 0.95):
-        c = demo.Corruption(mask="random", missing=x)
-        query = demo.Experiment(corruption=c).to_query()
-        assert float(query["missing"]) == x and demo.Experiment.from_query(query).corruption.missing == x
-    assert not math.isnan(demo.Experiment.from_query({"noise": "sigma", "level": "0"}).corruption.sigma)
+        c = session.Corruption(mask="random", missing=x)
+        query = session.Experiment(corruption=c).to_query()
+        assert float(query["missing"]) == x and session.Experiment.from_query(query).corruption.missing == x
+    assert not math.isnan(session.Experiment.from_query({"noise": "sigma", "level": "0"}).corruption.sigma)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from geninv import demo, io, lessons, limits
+from geninv import demo, io, lessons, limits, session
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,7 @@ def test_at_least_five_lessons_each_a_valid_link_within_the_budget():
         assert lesson.title and 2 <= len(lesson.notice) <= 5
         assert all(len(text) < 600 for text in lesson.notice)
         exp = lesson.experiment
-        assert demo.Experiment.from_query(exp.to_query()) == exp  # a link reproduces it exactly
+        assert session.Experiment.from_query(exp.to_query()) == exp  # a link reproduces it exactly
         limits.budget().check_experiment(exp)
         assert lesson.replay in exp.methods
         for item in lesson.unfold:

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 import geninv
-from geninv import demo, limits
+from geninv import limits, session
 from geninv.errors import BudgetError, InvalidValueError, ModelFormatError
-from geninv.experiments import SweepConfig
+from geninv.sweeps import SweepConfig
 
 
 def test_budget_from_env_changes_named_limits_only():
@@ -94,16 +94,16 @@ def test_cost_model_scales_with_iterations_restarts_batch_and_width():
 
 def test_default_experiment_fits_and_reports_its_cost():
     b = limits.Budget()
-    cost = b.check_experiment(demo.Experiment())
+    cost = b.check_experiment(session.Experiment())
     assert set(cost.parts) == {"gd", "latent-pursuit", "certificate"}
     assert 0 < cost.total < 0.05 * b.max_cost
     assert "multiply-adds" in cost.describe(b) and "% of this server's budget" in cost.describe(b)
-    every = dataclasses.replace(demo.Experiment(), methods=geninv.methods())
+    every = dataclasses.replace(session.Experiment(), methods=geninv.methods())
     assert b.check_experiment(every).total < b.max_cost
 
 
 def test_experiment_past_the_cost_budget_names_the_limit_and_the_setting():
-    exp = demo.Experiment(
+    exp = session.Experiment(
         generator="random:20-500-2000-784", options={"gd": {"n_iter": 50_000, "restarts": 32, "record_every": 100}}
     )
     with pytest.raises(BudgetError) as info:

@@ -5,8 +5,8 @@ import torch
 
 import geninv
 from geninv._random import PURPOSES, derive, torch_generator
-from geninv.experiments import SweepConfig, run_sweep
 from geninv.inversion.gradient import GradientDescentConfig, _initial
+from geninv.sweeps import SweepConfig, run_sweep
 
 
 @pytest.mark.parametrize("k", [0, 1, 7, 123])

@@ -13,15 +13,7 @@ import pytest
 import torch
 
 from geninv.errors import InvalidValueError, RecordsWarning
-from geninv.experiments import (
-    SweepConfig,
-    _cached_generator,
-    append_line,
-    read_records,
-    run_sweep,
-    run_task,
-    write_results,
-)
+from geninv.sweeps import SweepConfig, _cached_generator, append_line, read_records, run_sweep, run_task, write_results
 
 TINY = SweepConfig(
     generator="random:4-16-48", variable="missing", values=(0.0, 0.5), methods=("latent-pursuit", "lbp"), trials=3

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from geninv.experiments import CLEAN_DB
+from geninv.sweeps import CLEAN_DB
 
 TABLES = Path(__file__).resolve().parents[2] / "docs" / "results" / "tables.py"
 
