@@ -163,3 +163,27 @@ def test_mixed_precision_least_squares_is_float64_accurate_and_falls_back():
     x2, det2 = linear.lstsq_rows(torch.from_numpy(w2), t2, rows)
     np.testing.assert_allclose(x2.numpy(), x_true, rtol=0, atol=1e-11)
     assert bool(det2.all())
+
+
+@pytest.mark.parametrize("method", ["gd", "plugin"])
+def test_more_iterations_never_return_a_worse_fit(method):
+    """gd and plugin return their lowest-loss iterate: the first N steps of a longer run are the
+    same steps, so a bigger budget can only lower the returned loss, even with a step size large
+    enough to make Adam oscillate (a last-iterate answer would go up and down)."""
+    from geninv.inversion.status import residual_sq
+
+    G = geninv.Generator.random([10, 40, 120], seed=0)
+    z = G.sample_latent(6, seed=1)
+    obs = geninv.observe(G, z, seed=2)
+    chain = G.weight(0).T
+    for i in range(1, G.n_layers):
+        chain = chain @ G.weight(i).T
+    default_eta = 2.0 ** (G.n_layers - 1) / float(torch.linalg.matrix_norm(chain, ord=2)) ** 2
+    losses = []
+    for n_iter in (25, 50, 100, 200, 400):
+        step = {"lr": 0.5} if method == "gd" else {"eta": 4 * default_eta}
+        res = geninv.invert(G, obs, method=method, n_iter=n_iter, restarts=1, seed=3, **step)
+        losses.append(residual_sq(G, obs, res.z_hat))
+    for shorter, longer in zip(losses, losses[1:]):
+        assert torch.all(longer <= shorter), (shorter, longer)
+    assert torch.any(losses[-1] < losses[0])  # and the budget is used
