@@ -1,5 +1,7 @@
 """Batched torch solvers against their cvxpy references on small random problems."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -184,6 +186,6 @@ def test_more_iterations_never_return_a_worse_fit(method):
         step = {"lr": 0.5} if method == "gd" else {"eta": 4 * default_eta}
         res = geninv.invert(G, obs, method=method, n_iter=n_iter, restarts=1, seed=3, **step)
         losses.append(residual_sq(G, obs, res.z_hat))
-    for shorter, longer in zip(losses, losses[1:]):
+    for shorter, longer in itertools.pairwise(losses):
         assert torch.all(longer <= shorter), (shorter, longer)
     assert torch.any(losses[-1] < losses[0])  # and the budget is used
