@@ -46,6 +46,14 @@ CASES = (
         "snr": 20.0,
         "methods": ["gd", "lbp", "latent-pursuit", "hybrid"],
     },
+    {
+        # The 40 signals of tests/unit/test_recovery.py (same latent and noise seeds) at 20 dB.
+        "label": "20 dB noise, 40 signals",
+        "batch": 40,
+        "missing": 0.0,
+        "snr": 20.0,
+        "methods": ["gd", "latent-pursuit", "hybrid"],
+    },
 )
 
 
