@@ -41,8 +41,7 @@ def main() -> int:
     lines += [
         "",
         f"`benchmarks/gpu_check.py`: {len(ok)} of {len(cuda)} method × case runs finished on CUDA with the "
-        "same success as on the CPU"
-        + (f"; not run there: {'; '.join(failed)}." if failed else "."),
+        "same success as on the CPU" + (f"; not run there: {'; '.join(failed)}." if failed else "."),
     ]
     (HERE / "GPU.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

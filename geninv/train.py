@@ -280,8 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data",
         default=os.environ.get(DATA_ENV, "data/mnist"),
-        help=f"folder with the MNIST test-set idx files {IMAGES} and {LABELS} "
-        f"(default: ${DATA_ENV}, else data/mnist)",
+        help=f"folder with the MNIST test-set idx files {IMAGES} and {LABELS} (default: ${DATA_ENV}, else data/mnist)",
     )
     parser.add_argument(
         "--out",
