@@ -67,7 +67,8 @@ def snapshot(folder: Path) -> dict[str, tuple[int, float]]:
     out = {}
     for path in folder.rglob("*"):
         rel = path.relative_to(folder).as_posix()
-        if path.is_file() and not rel.startswith(".git/") and not any(f"/{s}" in f"/{rel}" for s in SCRATCH):
+        scratch = any(f"/{s}" in f"/{rel}" for s in SCRATCH) or ".egg-info/" in rel  # pip's editable-install metadata
+        if path.is_file() and not rel.startswith(".git/") and not scratch:
             st = path.stat()
             out[rel] = (st.st_size, st.st_mtime)
     return out

@@ -367,7 +367,12 @@ def _network_view(name: str, codes: list[np.ndarray], title: str) -> None:
     st.caption(
         "Each dot is a unit: blue found, orange missed, vermillion ✕ false alarm, light grey inactive, "
         "open grey not recovered yet; z is a blue diamond when recovered, an open vermillion one when not; "
-        "output pixels grey (observed) or red (hidden). Click a unit to follow it in the support maps."
+        + (
+            "the output is seen only through the measurements (dotted grey squares). "
+            if outcome.measurements is not None
+            else "output pixels grey (observed) or red (hidden). "
+        )
+        + "Click a unit to follow it in the support maps."
     )
 
 
@@ -417,7 +422,12 @@ def _frame_view(name: str, m: demo.MethodOutcome) -> None:
     if h.get("frame_maps") is not None:
         frame_error = None if h["frame_errors"] is None else float(h["frame_errors"][idx])
         codes = figures.network_codes(
-            outcome.widths, outcome.mask, frame_maps=h["frame_maps"], frame=idx, frame_error=frame_error
+            outcome.widths,
+            outcome.mask,
+            frame_maps=h["frame_maps"],
+            frame=idx,
+            frame_error=frame_error,
+            measured=outcome.measurements is not None,
         )
         _network_view(name, codes, f"{name} at iteration {k} of {its[-1]}: supports of its iterate")
 
@@ -466,7 +476,13 @@ def _step_view(name: str, m: demo.MethodOutcome) -> None:
             )
     final = [info["map"] for info in m.layers]
     codes = figures.network_codes(
-        outcome.widths, outcome.mask, steps=m.steps, after=pos, threshold=outcome.threshold, final_maps=final
+        outcome.widths,
+        outcome.mask,
+        steps=m.steps,
+        after=pos,
+        threshold=outcome.threshold,
+        final_maps=final,
+        measured=outcome.measurements is not None,
     )
     title = f"{name}: {choice_label} ({pos} of {len(m.steps)} steps)"
     _network_view(name, codes, title)

@@ -456,6 +456,7 @@ NETWORK_CODES = {
     6: ("hidden pixel", "#E6503C", "square-open"),  # the red of hidden pixels in the images
     7: ("latent recovered (error ≤ 1e-3)", SUPPORT_COLOURS[1], "diamond"),
     8: ("latent estimated, not recovered", SUPPORT_COLOURS[3], "diamond-open"),
+    9: ("output seen only through A (compressed sensing)", "#999999", "square-dot"),
 }
 """Codes of the network picture: the four support codes, then the states of the other units."""
 NETWORK_ROWS = 56
@@ -703,6 +704,7 @@ def network_codes(
     frame_error: float | None = None,
     threshold: float = 1e-3,
     final_maps: list[np.ndarray] | None = None,
+    measured: bool = False,
 ) -> list[np.ndarray]:
     """The codes of :func:`network` for one replay position.
 
@@ -712,15 +714,16 @@ def network_codes(
     layer's support at that iterate. z, once estimated, is "recovered" when its relative error (the
     step's ``error``, or ``frame_error``) is at most ``threshold``. After the last step, ``final_maps``
     (the method's final supports, per hidden layer) replace the steps' own: a joint refit of z at the
-    end re-decides every layer's pattern.
+    end re-decides every layer's pattern. ``measured``: the output is seen only through a measurement
+    operator (compressed sensing), so no pixel is observed on its own.
     """
 
     def latent(error: float | None) -> int:
         return 7 if error is not None and error <= threshold else 8
 
     n_hidden = len(widths) - 2
-    out = np.full(widths[-1], 5, dtype=np.int8)
-    if mask is not None:
+    out = np.full(widths[-1], 9 if measured else 5, dtype=np.int8)
+    if mask is not None and not measured:
         out[~np.asarray(mask, dtype=bool)] = 6
     codes = [np.full(widths[0], 4, dtype=np.int8)] + [np.full(w, 4, dtype=np.int8) for w in widths[1:-1]] + [out]
     if frame_maps is not None and frame is not None:

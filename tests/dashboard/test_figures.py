@@ -196,6 +196,10 @@ def test_network_codes_follow_the_pursuit_and_the_iterations():
     final = figures.network_codes(widths, None, steps=steps, after=2, final_maps=[np.array([1, 1, 1])])
     assert final[1].tolist() == [1, 1, 1]  # after the last step: the method's final supports (a refit re-decides)
     assert figures.network_codes(widths, None, steps=steps, after=1, final_maps=[np.ones(3)])[1].tolist() == [1, 2, 3]
+    # Compressed sensing: no output pixel is observed on its own, none is hidden.
+    measured = figures.network_codes(widths, np.array([True, False, True, True]), measured=True)
+    assert measured[-1].tolist() == [9, 9, 9, 9]
+    assert "through A" in figures.NETWORK_CODES[9][0]
     wrong = [steps[0], steps[1] | {"error": 0.4}]
     assert figures.network_codes(widths, None, steps=wrong, after=2)[0].tolist() == [8, 8]  # estimated, wrong
     frames = [np.array([[0, 1, 2], [1, 1, 0]])]
