@@ -1,6 +1,6 @@
 """Follow the README like a newcomer: every command, in a fresh clone and a fresh virtual environment.
 
-    python3 docs/newcomer.py                 # ~5-10 min; prints a table, writes out/newcomer.json
+    python3 docs/newcomer.py                 # ~50 min on 2 cores (30 without the three compressed-sensing presets)
     python3 docs/newcomer.py --keep          # keep the temporary clone to look around
     python3 docs/newcomer.py --skip "sweep measurements"   # skip (and report as skipped) matching commands
 
