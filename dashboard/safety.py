@@ -42,6 +42,12 @@ def show_error(text: Any, where: Any = None) -> None:
     (where or st).error(escape(text))
 
 
+def refuse(what: str, exc: Exception) -> None:
+    """A request past the budget: logged (INFO, the reason only) and told to the visitor in one sentence."""
+    log.info("%s refused: %s", what, str(exc)[:300])
+    show_error(f"This {what} is refused: {exc}")
+
+
 def show_warning(text: Any, where: Any = None) -> None:
     (where or st).warning(escape(text))
 

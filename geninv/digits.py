@@ -176,6 +176,7 @@ def project(generator: Any, x: Any, *, seed: int = 0, options: dict[str, dict[st
         Signals on the generator's output (e.g. real digits).
     """
     from geninv.inversion import invert
+    from geninv.inversion.status import keep_lower
     from geninv.observation import Observation
 
     obs = Observation.from_measurements(generator, x)
@@ -186,12 +187,7 @@ def project(generator: Any, x: Any, *, seed: int = 0, options: dict[str, dict[st
             z = invert(generator, obs, method, seed=seed, **(options or {}).get(method, {})).z_hat
         with torch.no_grad():
             loss = (generator(z) - obs.y).pow(2).sum(-1)
-        if best is None:
-            best, best_loss = z, loss
-        else:
-            better = loss < best_loss
-            best = torch.where(better.unsqueeze(-1), z, best)
-            best_loss = torch.where(better, loss, best_loss)
+        best, best_loss = keep_lower(best, best_loss, z, loss)
     if best is None:  # pragma: no cover - PROJECTION_METHODS is not empty
         fail("methods", "at least one projection method", "none")
     return best

@@ -224,8 +224,7 @@ class Budget:
 
     def check_sweep(self, config: Any) -> Cost:
         """Check a :class:`geninv.sweeps.SweepConfig` (every value, method and trial); returns its cost."""
-        from geninv.inversion.registry import make_config
-        from geninv.sweeps import ORACLE, sweep_widths
+        from geninv.sweeps import sweep_widths
 
         if len(config.values) > self.max_sweep_values:
             _refuse(f"The sweep has {len(config.values)} values", "max_sweep_values", self.max_sweep_values)
@@ -240,24 +239,29 @@ class Budget:
             self.check_widths(widths, what=f"The generator at {config.variable}={value:g}")
             if config.variable == "measurements":  # the operator, charged as one more dense layer
                 widths = (*widths, int(value))
-            for method in config.methods:
-                if method == ORACLE:
-                    cost = LAYERWISE_FACTOR[ORACLE] * layerwise_macs(widths) * config.trials
-                else:
-                    cfg = make_config(method, **config.method_options.get(method, {}))
-                    self.check_method(method, cfg, batch=config.trials, latent_dim=widths[0])
-                    cost = method_cost(method, cfg, widths, batch=config.trials)
-                parts[method] = parts.get(method, 0.0) + cost
+            self._add_methods(parts, config, widths)
             if config.certificate:
                 cert = certificate_cost(widths, batch=config.trials, spark_budget=20000)
                 parts["certificate"] = parts.get("certificate", 0.0) + cert
         return self.check_cost(Cost(parts), what="This sweep")
 
+    def _add_methods(self, parts: dict[str, float], config: Any, widths: Sequence[int]) -> None:
+        """Check each of a sweep's or phase map's methods on ``widths`` and add its cost to ``parts``."""
+        from geninv.inversion.registry import make_config
+        from geninv.sweeps import ORACLE
+
+        for method in config.methods:
+            if method == ORACLE:
+                cost = LAYERWISE_FACTOR[ORACLE] * layerwise_macs(widths) * config.trials
+            else:
+                cfg = make_config(method, **config.method_options.get(method, {}))
+                self.check_method(method, cfg, batch=config.trials, latent_dim=widths[0])
+                cost = method_cost(method, cfg, widths, batch=config.trials)
+            parts[method] = parts.get(method, 0.0) + cost
+
     def check_phase(self, config: Any) -> Cost:
         """Check a :class:`geninv.phases.PhaseConfig` (every cell, method, trial and certificate)."""
-        from geninv.inversion.registry import make_config
         from geninv.phases import PHASE_SPARK_BUDGET
-        from geninv.sweeps import ORACLE
 
         for axis, values in (("x", config.x_values), ("y", config.y_values)):
             if len(values) > self.max_sweep_values:
@@ -272,14 +276,7 @@ class Budget:
             for y in config.y_values:
                 widths = config.widths(x, y)
                 self.check_widths(widths, what=f"The generator at {config.x_variable}={x:g}")
-                for method in config.methods:
-                    if method == ORACLE:
-                        cost = LAYERWISE_FACTOR[ORACLE] * layerwise_macs(widths) * config.trials
-                    else:
-                        cfg = make_config(method, **config.method_options.get(method, {}))
-                        self.check_method(method, cfg, batch=config.trials, latent_dim=widths[0])
-                        cost = method_cost(method, cfg, widths, batch=config.trials)
-                    parts[method] = parts.get(method, 0.0) + cost
+                self._add_methods(parts, config, widths)
                 cert = certificate_cost(widths, batch=config.trials, spark_budget=PHASE_SPARK_BUDGET)
                 parts["certificate"] = parts.get("certificate", 0.0) + cert
         return self.check_cost(Cost(parts), what="This phase map")

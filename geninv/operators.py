@@ -400,11 +400,78 @@ class Subsample(Mask):
 
 
 # ---------------------------------------------------------------------- convolutions
-def _pair_int(name: str, value: Any, low: int) -> int:
-    return check_int(name, value, low=low)
+class _Convolution(LinearOperator):
+    """What both convolutions share: a square 4-D ``weight`` on flattened ``(C, H, W)`` images whose
+    subclass sets ``in_shape``, ``out_shape``, ``stride`` and ``padding``."""
+
+    weight: torch.Tensor
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    stride: int
+    padding: int
+
+    def _set_geometry(self, weight: Any, in_shape: Any, stride: Any, padding: Any, *, layout: str, in_axis: int) -> int:
+        """Check and set ``weight`` (4-D, square kernel, ``layout``), ``in_shape`` (its channels on the
+        weight's ``in_axis``), ``stride`` and ``padding``; returns the kernel size."""
+        if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
+            fail("weight", f"a 4-D tensor {layout}", weight, ShapeError)
+        if weight.shape[2] != weight.shape[3]:
+            fail("weight", f"a square kernel {layout}", weight, ShapeError)
+        self.weight = weight
+        self.in_shape = _check_image_shape("in_shape", in_shape)
+        self.stride = check_int("stride", stride, low=1)
+        self.padding = check_int("padding", padding, low=0)
+        channels = int(weight.shape[in_axis])
+        if self.in_shape[0] != channels:
+            what = f"({channels}, H, W) to match the weight's {channels} input channels"
+            fail("in_shape", what, in_shape, ShapeError)
+        return int(weight.shape[2])
+
+    @property
+    def kernel(self) -> int:
+        return int(self.weight.shape[2])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (math.prod(self.out_shape), math.prod(self.in_shape))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.weight.device
+
+    def _w(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        return w if (w.dtype == x.dtype and w.device == x.device) else w.to(dtype=x.dtype, device=x.device)
+
+    def geometry(self) -> dict[str, int]:
+        """The shape parameters (what the architecture JSON stores)."""
+        c, h, w = self.in_shape
+        return {
+            "type": self.kind,
+            "in_channels": c,
+            "in_height": h,
+            "in_width": w,
+            "out_channels": self.out_shape[0],
+            "kernel": self.kernel,
+            "stride": self.stride,
+            "padding": self.padding,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return self.geometry() | {"m": self.shape[0], "n": self.shape[1]}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.in_shape} -> {self.out_shape}, kernel={self.kernel}, "
+            f"stride={self.stride}, padding={self.padding})"
+        )
 
 
-class ConvTranspose2d(LinearOperator):
+class ConvTranspose2d(_Convolution):
     """A transposed 2-D convolution (DCGAN's up-sampling layer) on flattened ``(C, H, W)`` images.
 
     ``forward`` is ``torch.nn.functional.conv_transpose2d`` and ``adjoint`` is ``conv2d`` with the same
@@ -431,23 +498,8 @@ class ConvTranspose2d(LinearOperator):
         padding: int = 0,
         output_padding: int = 0,
     ) -> None:
-        if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
-            fail("weight", "a 4-D tensor (C_in, C_out, k, k)", weight, ShapeError)
-        if weight.shape[2] != weight.shape[3]:
-            fail("weight", "a square kernel (C_in, C_out, k, k)", weight, ShapeError)
-        self.weight = weight
-        self.in_shape = _check_image_shape("in_shape", in_shape)
-        self.stride = _pair_int("stride", stride, 1)
-        self.padding = _pair_int("padding", padding, 0)
-        self.output_padding = _pair_int("output_padding", output_padding, 0)
-        k = int(weight.shape[2])
-        if self.in_shape[0] != weight.shape[0]:
-            fail(
-                "in_shape",
-                f"({weight.shape[0]}, H, W) to match the weight's {weight.shape[0]} input channels",
-                in_shape,
-                ShapeError,
-            )
+        k = self._set_geometry(weight, in_shape, stride, padding, layout="(C_in, C_out, k, k)", in_axis=0)
+        self.output_padding = check_int("output_padding", output_padding, low=0)
         if self.output_padding >= self.stride:
             fail("output_padding", f"smaller than the stride {self.stride}", output_padding)
         if self.padding >= k:
@@ -457,26 +509,6 @@ class ConvTranspose2d(LinearOperator):
         if h < 1 or w < 1:
             fail("padding", "small enough to leave a non-empty output", padding, ShapeError)
         self.out_shape = (int(weight.shape[1]), h, w)
-
-    @property
-    def kernel(self) -> int:
-        return int(self.weight.shape[2])
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (math.prod(self.out_shape), math.prod(self.in_shape))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.weight.device
-
-    def _w(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        return w if (w.dtype == x.dtype and w.device == x.device) else w.to(dtype=x.dtype, device=x.device)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.conv_transpose2d(
@@ -499,31 +531,10 @@ class ConvTranspose2d(LinearOperator):
         )
 
     def geometry(self) -> dict[str, int]:
-        """The shape parameters (what the architecture JSON stores)."""
-        c, h, w = self.in_shape
-        return {
-            "type": self.kind,
-            "in_channels": c,
-            "in_height": h,
-            "in_width": w,
-            "out_channels": self.out_shape[0],
-            "kernel": self.kernel,
-            "stride": self.stride,
-            "padding": self.padding,
-            "output_padding": self.output_padding,
-        }
-
-    def describe(self) -> dict[str, Any]:
-        return self.geometry() | {"m": self.shape[0], "n": self.shape[1]}
-
-    def __repr__(self) -> str:
-        return (
-            f"ConvTranspose2d({self.in_shape} -> {self.out_shape}, kernel={self.kernel}, stride={self.stride}, "
-            f"padding={self.padding})"
-        )
+        return super().geometry() | {"output_padding": self.output_padding}
 
 
-class Conv2d(LinearOperator):
+class Conv2d(_Convolution):
     """A 2-D convolution on flattened ``(C, H, W)`` images (``conv2d`` forward, ``conv_transpose2d`` adjoint).
 
     Parameters
@@ -539,22 +550,7 @@ class Conv2d(LinearOperator):
     kind = "conv2d"
 
     def __init__(self, weight: torch.Tensor, in_shape: Sequence[int], *, stride: int = 1, padding: int = 0) -> None:
-        if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
-            fail("weight", "a 4-D tensor (C_out, C_in, k, k)", weight, ShapeError)
-        if weight.shape[2] != weight.shape[3]:
-            fail("weight", "a square kernel (C_out, C_in, k, k)", weight, ShapeError)
-        self.weight = weight
-        self.in_shape = _check_image_shape("in_shape", in_shape)
-        self.stride = _pair_int("stride", stride, 1)
-        self.padding = _pair_int("padding", padding, 0)
-        k = int(weight.shape[2])
-        if self.in_shape[0] != weight.shape[1]:
-            fail(
-                "in_shape",
-                f"({weight.shape[1]}, H, W) to match the weight's {weight.shape[1]} input channels",
-                in_shape,
-                ShapeError,
-            )
+        k = self._set_geometry(weight, in_shape, stride, padding, layout="(C_out, C_in, k, k)", in_axis=1)
         if self.padding >= k:
             fail("padding", f"smaller than the kernel size {k}", padding)
         h = (self.in_shape[1] + 2 * self.padding - k) // self.stride + 1
@@ -572,26 +568,6 @@ class Conv2d(LinearOperator):
             self.in_shape[1] - ((h - 1) * self.stride - 2 * self.padding + k),
             self.in_shape[2] - ((w - 1) * self.stride - 2 * self.padding + k),
         )
-
-    @property
-    def kernel(self) -> int:
-        return int(self.weight.shape[2])
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (math.prod(self.out_shape), math.prod(self.in_shape))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.weight.device
-
-    def _w(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        return w if (w.dtype == x.dtype and w.device == x.device) else w.to(dtype=x.dtype, device=x.device)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.conv2d(x.reshape(-1, *self.in_shape), self._w(x), stride=self.stride, padding=self.padding)
@@ -611,27 +587,11 @@ class Conv2d(LinearOperator):
         w = self.weight.to(dtype=dtype or self.weight.dtype, device=device or self.weight.device)
         return Conv2d(w, self.in_shape, stride=self.stride, padding=self.padding)
 
-    def geometry(self) -> dict[str, int]:
-        c, h, w = self.in_shape
-        return {
-            "type": self.kind,
-            "in_channels": c,
-            "in_height": h,
-            "in_width": w,
-            "out_channels": self.out_shape[0],
-            "kernel": self.kernel,
-            "stride": self.stride,
-            "padding": self.padding,
-        }
 
-    def describe(self) -> dict[str, Any]:
-        return self.geometry() | {"m": self.shape[0], "n": self.shape[1]}
-
-    def __repr__(self) -> str:
-        return (
-            f"Conv2d({self.in_shape} -> {self.out_shape}, kernel={self.kernel}, stride={self.stride}, "
-            f"padding={self.padding})"
-        )
+def _check_hw(name: str, shape: Any) -> tuple[int, int]:
+    if isinstance(shape, str) or not isinstance(shape, Sequence) or len(shape) != 2:
+        fail(name, "(height, width)", shape, ShapeError)
+    return tuple(check_int(f"{name}[{i}]", s, low=1) for i, s in enumerate(shape))  # type: ignore[return-value]
 
 
 def _check_image_shape(name: str, shape: Any) -> tuple[int, int, int]:
@@ -649,9 +609,7 @@ class Blur(Conv2d):
     """
 
     def __init__(self, image_shape: Sequence[int], sigma: float = 1.0, stride: int = 1) -> None:
-        if isinstance(image_shape, str) or not isinstance(image_shape, Sequence) or len(image_shape) != 2:
-            fail("image_shape", "(height, width)", image_shape, ShapeError)
-        h, w = (check_int(f"image_shape[{i}]", s, low=1) for i, s in enumerate(image_shape))
+        h, w = _check_hw("image_shape", image_shape)
         self.sigma = check_real("sigma", sigma, low=0.1, high=20.0)
         radius = math.ceil(2 * self.sigma)
         t = torch.arange(-radius, radius + 1, dtype=torch.float64)
@@ -695,9 +653,7 @@ class SubsampledDCT(LinearOperator):
     """
 
     def __init__(self, image_shape: Sequence[int], m: int, seed: int = 0) -> None:
-        if isinstance(image_shape, str) or not isinstance(image_shape, Sequence) or len(image_shape) != 2:
-            fail("image_shape", "(height, width)", image_shape, ShapeError)
-        self.h, self.w = (check_int(f"image_shape[{i}]", s, low=1) for i, s in enumerate(image_shape))
+        self.h, self.w = _check_hw("image_shape", image_shape)
         n = self.h * self.w
         self.m = check_int("m", m, low=1, high=n)
         self.seed = check_int("seed", seed, low=0)

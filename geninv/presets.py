@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from geninv.sweeps import CLEAN_DB, ORACLE, SweepConfig
 
+
+def _success_against_m(generator: str, measurement: str) -> SweepConfig:
+    """Compressed sensing: success against the number m of measurements of the 784 pixels."""
+    return SweepConfig(
+        generator=generator,
+        variable="measurements",
+        values=(10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 400.0),
+        methods=("gd", "latent-pursuit", "hybrid"),
+        trials=20,
+        measurement=measurement,
+    )
+
+
 PRESETS: dict[str, SweepConfig] = {
     "expansion": SweepConfig(
         generator="random:20-40-80-160:seed=0",
@@ -47,30 +60,9 @@ PRESETS: dict[str, SweepConfig] = {
         methods=("gd", "latent-pursuit", "hybrid", ORACLE),
         trials=20,
     ),
-    "measurements-mnist": SweepConfig(
-        generator="mnist",
-        variable="measurements",
-        values=(10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 400.0),
-        methods=("gd", "latent-pursuit", "hybrid"),
-        trials=20,
-        measurement="gaussian",
-    ),
-    "measurements-mnist-conv": SweepConfig(
-        generator="mnist-conv",
-        variable="measurements",
-        values=(10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 400.0),
-        methods=("gd", "latent-pursuit", "hybrid"),
-        trials=20,
-        measurement="gaussian",
-    ),
-    "measurements-dct-mnist": SweepConfig(
-        generator="mnist",
-        variable="measurements",
-        values=(10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 400.0),
-        methods=("gd", "latent-pursuit", "hybrid"),
-        trials=20,
-        measurement="dct",
-    ),
+    "measurements-mnist": _success_against_m("mnist", "gaussian"),
+    "measurements-mnist-conv": _success_against_m("mnist-conv", "gaussian"),
+    "measurements-dct-mnist": _success_against_m("mnist", "dct"),
     "certificate": SweepConfig(
         generator="random:20-40-80-160:seed=0",
         variable="expansion",

@@ -709,43 +709,17 @@ def _certify_output_step(
                 value = _spark(mats[b], options["spark_budget"], eps)
                 sparks.append(np.nan if value is None else float(value))
     coh_np, rank_np, srank_np, smin_np = (torch.cat(v).cpu().numpy() for v in (coh, rank, srank, smin))
-    card = support.sum(-1).cpu().numpy()
-    nrows = np.full(batch, m)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bound = np.where(np.isinf(coh_np), 1.0, 1.0 + 1.0 / coh_np)
-        expansion = np.where(card > 0, nrows / np.maximum(card, 1), np.inf)
-    identifiable = (srank_np == card) & (card <= nrows)
-    with np.errstate(divide="ignore"):
-        gain = np.where(card == 0, 1.0, np.where(identifiable & (smin_np > 0), 1.0 / smin_np, np.inf))
-    spark_arr = np.asarray(sparks, dtype=float) if sparks else np.full(batch, np.nan)
-    verdict = np.full(batch, UNKNOWN, dtype=object)
-    if last == 0:
-        verdict[:] = np.where(rank_np == n_in, HOLDS, FAILS)
-        lbp = rank_np == n_in
-    else:
-        need = 2 * card
-        holds = (bound > need) | (rank_np == n_in)
-        verdict[holds] = HOLDS
-        verdict[~holds & (rank_np + 1 <= need)] = FAILS
-        computed = ~np.isnan(spark_arr)
-        verdict[computed] = np.where(spark_arr > need, HOLDS, FAILS)[computed]
-        lbp = card < bound / 2
-    return LayerCertificate(
-        layer=last,
-        unknowns=n_in,
-        cardinality=card.astype(np.int64),
-        rows=nrows.astype(np.int64),
-        expansion=expansion.astype(np.float64),
-        coherence=coh_np.astype(np.float64),
-        spark_bound=bound.astype(np.float64),
-        spark=spark_arr,
-        rank=rank_np.astype(np.int64),
-        support_rank=srank_np.astype(np.int64),
-        support_sigma_min=smin_np.astype(np.float64),
-        paper_unique=verdict.astype(str),
-        lbp_guaranteed=np.asarray(lbp, dtype=bool),
-        identifiable=identifiable,
-        noise_gain=gain.astype(np.float64),
+    return _layer_certificate(
+        last,
+        n_in,
+        card=support.sum(-1).cpu().numpy(),
+        nrows=np.full(batch, m),
+        coh=coh_np,
+        rank=rank_np,
+        srank=srank_np,
+        smin=smin_np,
+        gain_smin=smin_np,
+        sparks=np.asarray(sparks, dtype=float) if sparks else np.full(batch, np.nan),
     )
 
 
@@ -926,17 +900,47 @@ def _certify_step(
             out[key].append(part[key])
     unsort = torch.argsort(perm)
     coh, rank, srank, smin, gain_smin = (torch.cat(out[key])[unsort].cpu().numpy() for key in keys)
-    card = card_t.cpu().numpy()
-    nrows = rows.sum(-1).cpu().numpy()
+    sparks = np.full(batch, np.nan)
+    if layer != 0 and n_in <= 64:
+        sparks = _sparks(weight, patterns, pattern_of.cpu().numpy(), rank, spark_budget, eps)
+    return _layer_certificate(
+        layer,
+        n_in,
+        card=card_t.cpu().numpy(),
+        nrows=rows.sum(-1).cpu().numpy(),
+        coh=coh,
+        rank=rank,
+        srank=srank,
+        smin=smin,
+        gain_smin=gain_smin,
+        sparks=sparks,
+    )
+
+
+def _layer_certificate(
+    layer: int,
+    n_in: int,
+    *,
+    card: np.ndarray,
+    nrows: np.ndarray,
+    coh: np.ndarray,
+    rank: np.ndarray,
+    srank: np.ndarray,
+    smin: np.ndarray,
+    gain_smin: np.ndarray,
+    sparks: np.ndarray,
+) -> LayerCertificate:
+    """A step's verdicts from its per-signal numbers: support rank, smallest singular values (on the
+    support; ``gain_smin`` the one the noise sees), coherence, rank, and the sparks computed exactly
+    (NaN where not)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         bound = np.where(np.isinf(coh), 1.0, 1.0 + 1.0 / coh)
         expansion = np.where(card > 0, nrows / np.maximum(card, 1), np.inf)
     identifiable = (srank == card) & (card <= nrows)
     with np.errstate(divide="ignore"):
         gain = np.where(card == 0, 1.0, np.where(identifiable & (gain_smin > 0), 1.0 / gain_smin, np.inf))
-    sparks = np.full(batch, np.nan)
-    verdict = np.full(batch, UNKNOWN, dtype=object)
-    if layer == 0:
+    verdict = np.full(card.shape[0], UNKNOWN, dtype=object)
+    if layer == 0:  # z from x_1: the paper's condition is full column rank
         verdict[:] = np.where(rank == n_in, HOLDS, FAILS)
         lbp = rank == n_in
     else:
@@ -944,10 +948,8 @@ def _certify_step(
         holds = (bound > need) | (rank == n_in)  # independent columns: spark is infinite
         verdict[holds] = HOLDS
         verdict[~holds & (rank + 1 <= need)] = FAILS  # rank + 1 columns are always dependent
-        if n_in <= 64:
-            sparks = _sparks(weight, patterns, pattern_of.cpu().numpy(), rank, spark_budget, eps)
-            computed = ~np.isnan(sparks)
-            verdict[computed] = np.where(sparks > need, HOLDS, FAILS)[computed]
+        computed = ~np.isnan(sparks)
+        verdict[computed] = np.where(sparks > need, HOLDS, FAILS)[computed]
         lbp = card < bound / 2
     return LayerCertificate(
         layer=layer,

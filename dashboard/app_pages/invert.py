@@ -147,8 +147,7 @@ if corruption is not None and chosen:
         st.sidebar.caption(f"Estimated cost of a run: {cost.describe(budget)}.")
     except BudgetError as exc:
         experiment = None
-        safety.log.info("run refused: %s", str(exc)[:300])
-        safety.show_error(f"This run is refused: {exc}")
+        safety.refuse("run", exc)
     except GeninvError as exc:
         experiment = None
         safety.show_error(exc)
@@ -641,8 +640,7 @@ with tab_batch:
                 bar.empty()
                 st.session_state["_batch"] = (choice.key, exp_last, n, result)
             except BudgetError as exc:
-                safety.log.info("batch refused: %s", str(exc)[:300])
-                safety.show_error(f"This batch is refused: {exc}")
+                safety.refuse("batch", exc)
             except GeninvError as exc:
                 safety.show_error(f"The batch failed: {exc}")
         stored = st.session_state.get("_batch")

@@ -136,8 +136,7 @@ with tab_sweep:
         try:
             cost = budget.check_sweep(config)
         except BudgetError as exc:
-            safety.log.info("sweep refused: %s", str(exc)[:300])
-            safety.show_error(f"This sweep is refused: {exc}")
+            safety.refuse("sweep", exc)
             return
         st.session_state["sweep_config"] = config
         st.caption(f"Estimated cost of this sweep: {cost.describe(budget)}.")
@@ -243,8 +242,7 @@ with tab_phase:
             try:
                 cost = budget.check_phase(phase_config)
             except BudgetError as exc:
-                safety.log.info("phase map refused: %s", str(exc)[:300])
-                safety.show_error(f"This phase map is refused: {exc}")
+                safety.refuse("phase map", exc)
                 phase_config = None
         if phase_config is not None:
             st.caption(f"Estimated cost of this phase map: {cost.describe(budget)}.")

@@ -17,21 +17,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from tables import PRESET_ORDER  # this folder: one list of the presets, in the README's order
+
 from geninv.charts import figure
 
 HERE = Path(__file__).resolve().parent
-PRESET_ORDER = (
-    "expansion",
-    "noise",
-    "missing-random",
-    "missing-mnist",
-    "box-mnist",
-    "noise-mnist",
-    "certificate",
-    "measurements-mnist",
-    "measurements-mnist-conv",
-    "measurements-dct-mnist",
-)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -31,7 +31,7 @@ from geninv._random import torch_generator
 from geninv.errors import UnsupportedError
 from geninv.generator import Generator
 from geninv.inversion.result import History, InversionResult, LayerStep, Status
-from geninv.inversion.status import data_fit, statuses, warn_unfit
+from geninv.inversion.status import data_fit, keep_lower, statuses, warn_unfit
 from geninv.observation import Observation
 from geninv.operators import Dense, LinearOperator
 from geninv.solvers.linear import rows_shared, support_gain
@@ -453,12 +453,7 @@ def joint_start(generator: Generator, obs: Observation, *, n_iter: int, seed: in
         z = refit(generator, obs, z0, n_iter=n_iter)
         loss = _half_loss(generator, obs, z)
         loss = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, math.inf))
-        if best is None:
-            best, best_loss = z, loss
-        else:
-            better = loss < best_loss
-            best = torch.where(better.unsqueeze(-1), z, best)
-            best_loss = torch.where(better, loss, best_loss)
+        best, best_loss = keep_lower(best, best_loss, z, loss)
     return best
 
 

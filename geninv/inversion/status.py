@@ -42,6 +42,17 @@ def residual_sq(generator, obs, z: torch.Tensor) -> torch.Tensor:
     return r.pow(2).sum(-1)
 
 
+def keep_lower(
+    best: torch.Tensor | None, best_loss: torch.Tensor | None, z: torch.Tensor, loss: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per signal, whichever of ``best`` and the candidate ``z`` has the lower loss (``z`` when there
+    is no ``best`` yet); returns the estimate and its loss."""
+    if best is None or best_loss is None:
+        return z, loss
+    better = loss < best_loss
+    return torch.where(better.unsqueeze(-1), z, best), torch.where(better, loss, best_loss)
+
+
 def fit_bound(obs, dtype: torch.dtype) -> torch.Tensor:
     """Largest ``||r||^2`` per signal that counts as a fit (float64, on the observation's device)."""
     y = obs.y.double()
