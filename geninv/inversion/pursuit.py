@@ -42,17 +42,18 @@ def _exact_shortcut(p: StepProblem) -> tuple[torch.Tensor, torch.Tensor]:
     ok = determined & (resid <= _fit_tol(x.dtype)) & (p.noise == 0)
     if p.nonneg:
         ok &= (x >= -_fit_tol(x.dtype) * xs.unsqueeze(-1)).all(-1)
-    ok &= _feasible(p, x)
+    ok &= _feasible(p, x, pred)
     return x, ok
 
 
-def _feasible(p: StepProblem, x: torch.Tensor) -> torch.Tensor:
-    """The inequalities ``W[off] x + b[off] <= bound`` hold (to the fit tolerance of the scale)."""
-    return (_excess(p, x) <= _ineq_tol(p, x).unsqueeze(-1)).all(-1)
-
-
-def _excess(p: StepProblem, x: torch.Tensor) -> torch.Tensor:
-    return (x @ p.weight.T - p.shifted_target) * p.off_rows
+def _feasible(p: StepProblem, x: torch.Tensor, pred: torch.Tensor | None = None) -> torch.Tensor:
+    """The inequalities ``W[off] x + b[off] <= bound`` hold (to the fit tolerance of the scale);
+    ``pred`` is ``x @ W^T`` where the caller has it."""
+    if not bool(p.off_rows.any()):
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    pred = x @ p.weight.T if pred is None else pred
+    excess = (pred - p.shifted_target) * p.off_rows
+    return (excess <= _ineq_tol(p, x).unsqueeze(-1)).all(-1)
 
 
 def _ineq_tol(p: StepProblem, x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +63,8 @@ def _ineq_tol(p: StepProblem, x: torch.Tensor) -> torch.Tensor:
 
 def _auto_lam(p: StepProblem, scale: float) -> torch.Tensor:
     """``scale * noise * sqrt(2 log n) * median column norm`` of each signal's weighted rows (B,)."""
+    if scale == 0 or not bool((p.noise > 0).any()):
+        return torch.zeros(p.rows.shape[0], dtype=p.weight.dtype, device=p.weight.device)
     r = p.rows.to(p.weight.dtype)
     if p.row_weights is not None:
         r = r * p.row_weights
