@@ -265,8 +265,8 @@ def _lstsq_shared(a: torch.Tensor, t: torch.Tensor, refine: int) -> tuple[torch.
         if int(info) != 0 or not bool(pivots.amin() > pivots.amax() * _eps(dtype) ** 0.5):
             continue
 
-        def solve(rhs: torch.Tensor) -> torch.Tensor:
-            return torch.cholesky_solve(rhs.T.to(dtype), chol).T.to(a.dtype)
+        def solve(rhs: torch.Tensor, chol: torch.Tensor = chol) -> torch.Tensor:
+            return torch.cholesky_solve(rhs.T.to(chol.dtype), chol).T.to(a.dtype)
 
         x = solve(t @ a)
         for _ in range(max(refine, 1) if dtype == a.dtype else 8):
