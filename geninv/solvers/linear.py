@@ -52,6 +52,28 @@ def cholesky_ex(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return flat.reshape(gram.shape), torch.from_numpy(info).reshape(gram.shape[:-2])
 
 
+def smallest_eigenvalues(mats: torch.Tensor) -> torch.Tensor:
+    """The smallest eigenvalue of each symmetric matrix of a batch (..., n, n) -> (...).
+
+    On the CPU for n >= 48, LAPACK's ``syevr`` asked for that eigenvalue only (scipy, one matrix at
+    a time): measured 1.3x (n = 64) to 1.9x (n = 196) faster than torch's batched ``eigvalsh`` on
+    this project's 2-core machine. Elsewhere ``eigvalsh``.
+    """
+    n = mats.shape[-1]
+    if mats.device.type != "cpu" or mats.dtype not in (torch.float32, torch.float64) or n < 48 or mats.numel() == 0:
+        return torch.linalg.eigvalsh(mats)[..., 0]
+    from scipy.linalg.lapack import get_lapack_funcs
+
+    arr = mats.detach().reshape(-1, n, n).clone(memory_format=torch.contiguous_format).numpy()
+    (syevr,) = get_lapack_funcs(("syevr",), (arr[0],))
+    out = np.empty(arr.shape[0], dtype=arr.dtype)
+    for i in range(arr.shape[0]):
+        # arr[i].T: the same symmetric matrix, Fortran-ordered, so LAPACK works on it in place.
+        w, _, _, _, info = syevr(arr[i].T, compute_v=0, range="I", il=1, iu=1, overwrite_a=1)
+        out[i] = w[0] if info == 0 else np.nan
+    return torch.from_numpy(out).reshape(mats.shape[:-2])
+
+
 def gram_rank_tol(dtype: torch.dtype, n: int) -> float:
     """Smallest Cholesky pivot^2 (relative to the largest diagonal entry) of a determined Gram matrix.
 
