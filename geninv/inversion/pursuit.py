@@ -31,8 +31,9 @@ def _fit_tol(dtype: torch.dtype) -> float:
     return 100 * math.sqrt(float(torch.finfo(dtype).eps))
 
 
-def _exact_shortcut(p: StepProblem) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least squares on the rows; ``accepted`` where it is determined, exact and sign-feasible."""
+def _exact_shortcut(p: StepProblem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Least squares on the rows; ``(x, accepted, determined)``: accepted where it is determined,
+    exact and sign-feasible."""
     t = p.shifted_target
     x, determined = lstsq_rows(p.weight, t, p.rows, weights=p.row_weights)
     pred = x @ p.weight.T
@@ -43,7 +44,7 @@ def _exact_shortcut(p: StepProblem) -> tuple[torch.Tensor, torch.Tensor]:
     if p.nonneg:
         ok &= (x >= -_fit_tol(x.dtype) * xs.unsqueeze(-1)).all(-1)
     ok &= _feasible(p, x, pred)
-    return x, ok
+    return x, ok, determined
 
 
 def _feasible(p: StepProblem, x: torch.Tensor, pred: torch.Tensor | None = None) -> torch.Tensor:
@@ -137,10 +138,10 @@ def latent_pursuit_step(p: StepProblem, config: LatentPursuitConfig) -> tuple[to
     lam = _auto_lam(p, config.lam_scale)
     names: set[str] = set()
 
-    def solve(rows: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def solve(rows: torch.Tensor, idx: torch.Tensor, ls=None) -> tuple[torch.Tensor, torch.Tensor]:
         t = p.shifted_target[idx]
         w = None if p.row_weights is None else p.row_weights[idx]
-        x, det = lstsq_rows(p.weight, t, rows, weights=w)
+        x, det = lstsq_rows(p.weight, t, rows, weights=w) if ls is None else ls  # ls: already solved
         if not p.nonneg:
             names.add("lstsq")
             return x, det
@@ -160,11 +161,11 @@ def latent_pursuit_step(p: StepProblem, config: LatentPursuitConfig) -> tuple[to
             names.add("nnls")
         return x, det
 
-    x, ok = _exact_shortcut(p)
+    x, ok, det = _exact_shortcut(p)
     todo = ~ok
     if bool(todo.any()):
         idx = torch.nonzero(todo).flatten()
-        x[idx], ok[idx] = solve(p.rows[idx], idx)
+        x[idx], ok[idx] = solve(p.rows[idx], idx, (x[idx].clone(), det[idx]))
     names.add("lstsq")
     if config.inequalities and config.undetermined == "nnls" and bool(p.off_rows.any()):
         bad = ~_feasible(p, x)
@@ -243,7 +244,7 @@ class LayeredBPConfig:
 def lbp_step(p: StepProblem, config: LayeredBPConfig) -> tuple[torch.Tensor, str, torch.Tensor]:
     """One Layered Basis-Pursuit step: no sign constraint, l1 for sparsity."""
     signed = dataclasses.replace(p, nonneg=False, off_rows=torch.zeros_like(p.off_rows))
-    x, ok = _exact_shortcut(signed)
+    x, ok, _ = _exact_shortcut(signed)
     solver = "lstsq"
     todo = ~ok
     if not bool(todo.any()):
