@@ -16,6 +16,24 @@ def _eps(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).eps)
 
 
+_BLAS = None
+
+
+def _one_blas_thread():
+    """Context that runs scipy's BLAS / LAPACK on one thread (threadpoolctl).
+
+    The batched calls below loop over many small matrices; OpenBLAS's own threads inside each one
+    only spin: on this project's 2-core machine with the other core busy, potrf and syevr ran 2-3x
+    slower with them than without.
+    """
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
 LAPACK_MIN_N = 96
 """Smallest matrix that :func:`cholesky_ex` factorises one at a time through scipy's LAPACK on the
 CPU; below it torch's batched call measured as fast or faster (``benchmarks/bench_kernels.py``)."""
@@ -44,10 +62,11 @@ def cholesky_ex(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     arr = flat.numpy()
     (potrf,) = get_lapack_funcs(("potrf",), (arr[0],))
     info = np.zeros(arr.shape[0], dtype=np.int32)
-    for i in range(arr.shape[0]):
-        # arr[i].T is Fortran-ordered: LAPACK's upper factor U of it (U^T U = A) is, read in C
-        # order, the lower factor L (L L^T = A), written in place.
-        _, info[i] = potrf(arr[i].T, lower=0, overwrite_a=1, clean=0)
+    with _one_blas_thread():
+        for i in range(arr.shape[0]):
+            # arr[i].T is Fortran-ordered: LAPACK's upper factor U of it (U^T U = A) is, read in C
+            # order, the lower factor L (L L^T = A), written in place.
+            _, info[i] = potrf(arr[i].T, lower=0, overwrite_a=1, clean=0)
     flat = flat.tril_()
     return flat.reshape(gram.shape), torch.from_numpy(info).reshape(gram.shape[:-2])
 
@@ -74,10 +93,11 @@ def smallest_eigenvalues(mats: torch.Tensor) -> torch.Tensor:
     arr = mats.detach().reshape(-1, n, n).clone(memory_format=torch.contiguous_format).numpy()
     (syevr,) = get_lapack_funcs(("syevr",), (arr[0],))
     out = np.empty(arr.shape[0], dtype=arr.dtype)
-    for i in range(arr.shape[0]):
-        # arr[i].T: the same symmetric matrix, Fortran-ordered, so LAPACK works on it in place.
-        w, _, _, _, info = syevr(arr[i].T, compute_v=0, range="I", il=1, iu=1, overwrite_a=1)
-        out[i] = w[0] if info == 0 else np.nan
+    with _one_blas_thread():
+        for i in range(arr.shape[0]):
+            # arr[i].T: the same symmetric matrix, Fortran-ordered, so LAPACK works on it in place.
+            w, _, _, _, info = syevr(arr[i].T, compute_v=0, range="I", il=1, iu=1, overwrite_a=1)
+            out[i] = w[0] if info == 0 else np.nan
     return torch.from_numpy(out).reshape(mats.shape[:-2])
 
 
@@ -386,15 +406,16 @@ def _scipy_nnls(a, tt, r, shared: bool, x: torch.Tensor, signals: list[int]) -> 
     t_np = tt.detach().cpu().double().numpy()
     keep_all = r.detach().cpu().numpy() != 0
     solved = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    for b in signals:
-        keep = keep_all[b]
-        a_b = a_np if shared else a_np[b]
-        try:
-            sol_b, _ = nnls(a_b[keep], t_np[b][keep], maxiter=50 * x.shape[1])
-        except RuntimeError:
-            continue
-        x[b] = torch.from_numpy(sol_b).to(dtype=x.dtype, device=x.device)
-        solved[b] = True
+    with _one_blas_thread():
+        for b in signals:
+            keep = keep_all[b]
+            a_b = a_np if shared else a_np[b]
+            try:
+                sol_b, _ = nnls(a_b[keep], t_np[b][keep], maxiter=50 * x.shape[1])
+            except RuntimeError:
+                continue
+            x[b] = torch.from_numpy(sol_b).to(dtype=x.dtype, device=x.device)
+            solved[b] = True
     return solved
 
 
