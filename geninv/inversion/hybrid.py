@@ -31,7 +31,7 @@ from geninv.inversion.oracle import refit
 from geninv.inversion.pursuit import LatentPursuitConfig, latent_pursuit
 from geninv.inversion.registry import register
 from geninv.inversion.result import Status
-from geninv.inversion.status import data_fit, residual_sq
+from geninv.inversion.status import data_fit, fits, residual_sq
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,11 @@ def run_hybrid(generator, obs, config: HybridConfig, *, seed: int = 0, progress=
     steps, layers = [], {}
     z = torch.zeros(obs.batch_size, generator.latent_dim, dtype=generator.dtype, device=generator.device)
     fit = torch.zeros(obs.batch_size, dtype=torch.bool, device=generator.device)
+    # The squared residual of the current z, kept so that each pass costs one forward pass: G(0) is
+    # the same for every signal.
+    with torch.no_grad():
+        fitted0 = obs.operator.forward(generator(z[:1])).double()
+    loss = (fitted0 - obs.y.to(fitted0.device).double()).pow(2).sum(-1)
     # First the fast pass (undetermined steps left to the joint refit), then the paper's
     # non-negative least squares for the signals it does not fit.
     passes = ("joint", "nnls") if has_output_step(generator, obs) else ("joint",)  # else: both are the joint refit
@@ -91,7 +96,9 @@ def run_hybrid(generator, obs, config: HybridConfig, *, seed: int = 0, progress=
                 pursuit = latent_pursuit(generator, obs[todo], lp_config, seed=seed)
             except UnsupportedError:
                 break
-        better = residual_sq(generator, obs[todo], pursuit.z_hat) < residual_sq(generator, obs[todo], z[todo])
+        found = torch.isfinite(pursuit.z_hat).all(-1)
+        res = residual_sq(generator, obs[todo], torch.where(found.unsqueeze(-1), pursuit.z_hat, 0.0))
+        better = found & (res < loss[todo])
         if not steps:  # the replay shows the first (fast) pass
             steps = list(pursuit.steps)
             layers = {
@@ -100,9 +107,10 @@ def run_hybrid(generator, obs, config: HybridConfig, *, seed: int = 0, progress=
             }
         keep = todo[better]
         z[keep] = pursuit.z_hat[better]
+        loss[keep] = res[better]
         for k in layers:
             layers[k][keep] = pursuit.layers[k - 1][better]
-        fit = data_fit(generator, obs, z)
+        fit = fits(loss, obs, generator.dtype)
     n_joint = int((~fit).sum())
     if n_joint:
         idx = torch.nonzero(~fit).flatten()
@@ -126,8 +134,8 @@ def run_hybrid(generator, obs, config: HybridConfig, *, seed: int = 0, progress=
                 reason[idx.cpu().numpy()] = np.where(
                     gd.statuses == Status.MAX_ITER.value, Status.MAX_ITER.value, reason[idx.cpu().numpy()]
                 )
-        fits = torch.stack([residual_sq(generator, sub, c) for c in candidates])
-        pick = fits.argmin(0)
+        losses = torch.stack([residual_sq(generator, sub, c) for c in candidates])
+        pick = losses.argmin(0)
         z = z.clone()
         z[idx] = torch.stack(candidates)[pick, torch.arange(idx.numel())]
         # Hidden layers of the re-solved signals: the forward trace of their final z.

@@ -68,9 +68,12 @@ def data_fit(generator, obs, z: torch.Tensor) -> torch.Tensor:
     """Bool (B,): the estimate fits the data (see the module docstring). Non-finite estimates never do."""
     finite = torch.isfinite(z).all(-1)
     z_safe = torch.where(finite.unsqueeze(-1), z, torch.zeros_like(z))
-    res = residual_sq(generator, obs, z_safe)
-    ok = torch.isfinite(res) & (res <= fit_bound(obs, generator.dtype).to(res.device))
-    return ok & finite.to(ok.device)
+    return fits(residual_sq(generator, obs, z_safe), obs, generator.dtype) & finite.to(z.device)
+
+
+def fits(res: torch.Tensor, obs, dtype: torch.dtype) -> torch.Tensor:
+    """Bool (B,): squared residuals ``res`` (from :func:`residual_sq`) within the fit bound."""
+    return torch.isfinite(res) & (res <= fit_bound(obs, dtype).to(res.device))
 
 
 def statuses(fit: torch.Tensor, reason: np.ndarray | str = Status.NOT_FIT.value) -> np.ndarray:

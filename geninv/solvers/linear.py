@@ -43,8 +43,9 @@ def cholesky_ex(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.linalg.cholesky_ex`` (lower factor, ``info``) for a batch of symmetric matrices.
 
     On the CPU, a loop over scipy's LAPACK ``potrf`` (one call per matrix, in place on a copy):
-    measured 1.5x to 2.5x faster than torch's batched call on this project's 2-core machine from
-    n = 128 to 1024 (``benchmarks/bench_kernels.py``). Elsewhere, or for gradients, torch's call.
+    measured 1.2x to 1.9x faster than torch's batched call on this project's 2-core machine for
+    n = 128 and 512 (``benchmarks/bench_kernels.py``, ``benchmarks/results/kernels.json``; about even
+    at 256 in float64). Elsewhere, or for gradients, torch's call.
     Only the lower triangle of the factor is meaningful, as for every consumer here.
     """
     n = gram.shape[-1]
@@ -73,7 +74,8 @@ def cholesky_ex(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def chol_solve(rhs: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
     """``torch.cholesky_solve`` for one right-hand side per matrix: ``rhs`` (B, n), lower ``chol``
-    (B, n, n). Two triangular solves: 2-3x faster than ``cholesky_solve`` on batches here."""
+    (B, n, n). Two triangular solves: about 3x faster than ``cholesky_solve`` on batches here
+    (``benchmarks/results/kernels.json``)."""
     y = torch.linalg.solve_triangular(chol, rhs.unsqueeze(-1), upper=False)
     return torch.linalg.solve_triangular(chol.mT, y, upper=True).squeeze(-1)
 
@@ -82,8 +84,8 @@ def smallest_eigenvalues(mats: torch.Tensor) -> torch.Tensor:
     """The smallest eigenvalue of each symmetric matrix of a batch (..., n, n) -> (...).
 
     On the CPU for n >= 48, LAPACK's ``syevr`` asked for that eigenvalue only (scipy, one matrix at
-    a time): measured 1.3x (n = 64) to 1.9x (n = 196) faster than torch's batched ``eigvalsh`` on
-    this project's 2-core machine. Elsewhere ``eigvalsh``.
+    a time): measured 1.3x (n = 64) to 2.2x (n = 512) faster than torch's batched ``eigvalsh`` on
+    this project's 2-core machine (``benchmarks/results/kernels.json``). Elsewhere ``eigvalsh``.
     """
     n = mats.shape[-1]
     if mats.device.type != "cpu" or mats.dtype not in (torch.float32, torch.float64) or n < 48 or mats.numel() == 0:
@@ -173,8 +175,8 @@ def lstsq_rows(
 CACHE_BYTES = 16 << 20
 """Per-signal work on the CPU runs in chunks of about this many bytes of matrices, so that each
 chunk's row stacks, Gram matrices and factors stay in cache while they are reused: the mid-layer
-least squares of a [20, 128, 392, 784] generator measured 1.6x faster in chunks of 32-64 signals
-than in one batch of 1024 (``benchmarks/bench_kernels.py``)."""
+least squares of a [20, 128, 392, 784] generator measured 1.4x faster in chunks than in one batch
+of 1024 (``benchmarks/results/kernels.json``)."""
 
 
 def cache_chunk(batch: int, bytes_per_signal: int, device: torch.device) -> int:
