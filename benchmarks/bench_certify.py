@@ -44,7 +44,7 @@ def certificate_stats(generator, z, mask, snr_db: float, seed: int) -> dict[str,
         z_oracle = oracle_latent(generator, obs)
     measured = latent_error(z_oracle, z).numpy()
     predicted = cert.predicted_error(obs.noise_sigma)
-    moved = measured > 0  # the oracle keeps the truth when its Gauss-Newton step does not lower the loss
+    moved = measured > 0  # the oracle is its own estimate, never the truth: every sample, unless exact
     ratio = measured[moved] / predicted[moved]
     kinds = [re.sub(r"noise x[0-9,.e+]+", "noise xK", v) for v in cert.verdict]  # K: the condition number
     verdicts, counts = np.unique(kinds, return_counts=True)

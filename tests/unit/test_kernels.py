@@ -1,0 +1,112 @@
+"""The batched linear-algebra kernels (geninv.solvers.linear) agree with torch's reference calls.
+
+Each kernel has a faster path on the CPU (LAPACK one matrix at a time, cache-sized chunks, the
+semi-normal equations); these tests check that it computes the same thing as the plain path, in
+float32 and float64, including the cases that must fall back.
+"""
+
+import pytest
+import torch
+from threadpoolctl import threadpool_info
+
+import geninv
+from geninv.solvers import linear
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def _spd(batch: int, n: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(batch, n + n // 2, n, generator=gen, dtype=torch.float64)
+    return (a.mT @ a).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [20, 128, 160])
+def test_cholesky_matches_torch(n, dtype):
+    gram = _spd(6, n, dtype)
+    gram[2] = -gram[2]  # not positive definite: info > 0, like torch's
+    ours, info = linear.cholesky_ex(gram)
+    ref, ref_info = torch.linalg.cholesky_ex(gram)
+    assert torch.equal(info.to(ref_info.dtype), ref_info)
+    good = ref_info == 0
+    tol = 1e-4 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(ours[good], ref[good], rtol=tol, atol=tol * float(ref.abs().max()))
+    assert torch.equal(ours[good], ours[good].tril())  # the factor is lower triangular
+    assert ours.dtype == dtype and ours.shape == gram.shape
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [20, 64, 130])
+def test_smallest_eigenvalue_matches_eigvalsh(n, dtype):
+    gram = _spd(5, n, dtype, seed=1)
+    ref = torch.linalg.eigvalsh(gram.double())[:, 0]
+    ours = linear.smallest_eigenvalues(gram)
+    assert ours.shape == (5,) and ours.dtype == dtype
+    tol = 1e-3 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(ours.double(), ref, rtol=tol, atol=tol * float(gram.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_chol_solve_matches_cholesky_solve(dtype):
+    gram = _spd(7, 48, dtype, seed=2)
+    chol = torch.linalg.cholesky(gram)
+    rhs = torch.randn(7, 48, dtype=dtype)
+    ref = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(linear.chol_solve(rhs, chol), ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_chunked_and_whole_batch_least_squares_agree(dtype, monkeypatch):
+    """Cache-sized chunks (here 3 signals) give the answers of one batch, signal by signal."""
+    gen = torch.Generator().manual_seed(3)
+    weight = torch.randn(120, 40, generator=gen, dtype=dtype)
+    x_true = torch.randn(17, 40, generator=gen, dtype=dtype)
+    pre = x_true @ weight.T
+    rows = pre > -0.3  # most rows, a different set per signal
+    target = pre * rows
+    monkeypatch.setattr(linear, "MIN_CHUNK", 1)
+    monkeypatch.setattr(linear, "CACHE_BYTES", 3 * (120 + 80) * 40 * weight.element_size())
+    assert linear.cache_chunk(17, (120 + 80) * 40 * weight.element_size(), weight.device) == 3
+    chunked, det_c = linear.lstsq_rows(weight, target, rows)
+    monkeypatch.setattr(linear, "CACHE_BYTES", 1 << 40)
+    whole, det_w = linear.lstsq_rows(weight, target, rows)
+    assert torch.equal(det_c, det_w) and bool(det_w.all())
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(chunked, whole, rtol=tol, atol=tol)
+    torch.testing.assert_close(whole, x_true, rtol=10 * tol, atol=10 * tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [2, 64])
+def test_shared_rows_semi_normal_and_qr_agree(dtype, batch):
+    """Shared rows: the semi-normal equations (well conditioned; a float32 factor for a batch much
+    smaller than the matrix) and the QR path (ill conditioned) both reach the least-squares answer."""
+    gen = torch.Generator().manual_seed(4)
+    well = torch.randn(300, 40, generator=gen, dtype=torch.float64)
+    # ill: cond(a)^2 above 1 / sqrt(eps), so the QR path; still determined (float32: cond 100)
+    ill = well @ torch.diag(torch.logspace(0, -6 if dtype == torch.float64 else -2, 40, dtype=torch.float64))
+    for a, tol in ((well, 1e-4), (ill, 1e-2)) if dtype == torch.float32 else ((well, 1e-10), (ill, 1e-6)):
+        a = a.to(dtype)
+        x = torch.randn(batch, 40, generator=gen, dtype=torch.float64).to(dtype)
+        t = x @ a.T + 1e-3 * torch.randn(batch, 300, generator=gen, dtype=torch.float64).to(dtype)
+        rows = torch.ones_like(t, dtype=torch.bool)
+        ours, det = linear.lstsq_rows(a, t, rows)
+        ref = torch.linalg.lstsq(a.double(), t.double().T).solution.T
+        assert bool(det.all())
+        scale = float(ref.abs().max())
+        torch.testing.assert_close(ours.double(), ref, rtol=tol, atol=tol * scale)
+
+
+def test_blas_threads_are_restored_after_every_call():
+    """The LAPACK loops run scipy's BLAS on one thread and give the setting back."""
+    before = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()]
+    torch_before = torch.get_num_threads()
+    G = geninv.Generator.random([10, 100, 300], seed=0)
+    geninv.certify(G, G.sample_latent(4, seed=1))
+    linear.cholesky_ex(_spd(3, 128, torch.float64))
+    linear.smallest_eigenvalues(_spd(3, 128, torch.float64))
+    after = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()]
+    assert dict(after) | dict(before) == dict(after)  # every library seen before keeps its count
+    assert torch.get_num_threads() == torch_before
