@@ -400,12 +400,7 @@ def sweep(
         # noise gains, its supports rarely do), then with pattern updates; never a higher loss.
         # Signals with a step the rows did not determine have no pattern worth fixing: straight to
         # the pattern updates (60% of pixels missing: a fifth of the refit's time saved).
-        z_pat = z_sub.clone()
-        sure = torch.nonzero(ok_all[idx]).flatten()
-        if sure.numel():
-            z_pat[sure] = refit_on_pattern(
-                generator, sub[sure], z_sub[sure], tuple(p[sure] for p in pattern), n_iter=refit_iter
-            )
+        z_pat = refit_on_pattern(generator, sub, z_sub, pattern, n_iter=refit_iter)
         z_sub = refit(generator, sub, z_pat, n_iter=refit_iter)
         # A sweep that collapsed (a step starved of equations, or gains that multiplied beyond
         # repair) can leave the refit in a far basin: those signals also try the latent's prior mean.
