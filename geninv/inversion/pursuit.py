@@ -167,10 +167,11 @@ def latent_pursuit_step(p: StepProblem, config: LatentPursuitConfig) -> tuple[to
         idx = torch.nonzero(todo).flatten()
         x[idx], ok[idx] = solve(p.rows[idx], idx, (x[idx].clone(), det[idx]))
     names.add("lstsq")
-    if config.inequalities and config.undetermined == "nnls" and bool(p.off_rows.any()):
-        bad = ~_feasible(p, x)
-        if bool(bad.any()):
-            idx = torch.nonzero(bad).flatten()
+    if config.inequalities and config.undetermined == "nnls" and bool(todo.any()) and bool(p.off_rows.any()):
+        # The shortcut's accepted signals passed this check already: only the re-solved ones.
+        rest = torch.nonzero(todo).flatten()
+        idx = rest[~_feasible(_take(p, rest), x[rest])]
+        if idx.numel():
             sub = _take(p, idx)
             x_sub, feasible = enforce_inequalities(
                 lambda rows: solve(rows, idx)[0],

@@ -41,6 +41,28 @@ LAPACK_MIN_N = 96
 CPU; below it torch's batched call measured as fast or faster (``benchmarks/bench_kernels.py``)."""
 
 
+def _lapack_batch(mats: torch.Tensor, routine: str, min_n: int):
+    """For a CPU float batch of n x n matrices with n >= ``min_n``: a C-contiguous copy (N, n, n) as a
+    tensor and a numpy view of it, and scipy's LAPACK ``routine`` for its dtype; otherwise None
+    (the caller uses torch's batched call). ``arr[i].T`` is the i-th matrix Fortran-ordered, which
+    LAPACK overwrites in place."""
+    n = mats.shape[-1]
+    if (
+        mats.device.type != "cpu"
+        or mats.dtype not in (torch.float32, torch.float64)
+        or mats.requires_grad
+        or n < min_n
+        or mats.numel() == 0
+    ):
+        return None
+    from scipy.linalg.lapack import get_lapack_funcs
+
+    flat = mats.detach().reshape(-1, n, n).clone(memory_format=torch.contiguous_format)
+    arr = flat.numpy()
+    (func,) = get_lapack_funcs((routine,), (arr[0],))
+    return flat, arr, func
+
+
 def cholesky_ex(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.linalg.cholesky_ex`` (lower factor, ``info``) for a batch of symmetric matrices.
 
@@ -50,28 +72,16 @@ def cholesky_ex(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     at 256 in float64). Elsewhere, or for gradients, torch's call.
     Only the lower triangle of the factor is meaningful, as for every consumer here.
     """
-    n = gram.shape[-1]
-    if (
-        gram.device.type != "cpu"
-        or gram.dtype not in (torch.float32, torch.float64)
-        or gram.requires_grad
-        or n < LAPACK_MIN_N
-        or gram.numel() == 0
-    ):
+    batch = _lapack_batch(gram, "potrf", LAPACK_MIN_N)
+    if batch is None:
         return torch.linalg.cholesky_ex(gram)
-    from scipy.linalg.lapack import get_lapack_funcs
-
-    flat = gram.detach().reshape(-1, n, n).clone(memory_format=torch.contiguous_format)
-    arr = flat.numpy()
-    (potrf,) = get_lapack_funcs(("potrf",), (arr[0],))
+    flat, arr, potrf = batch
     info = np.zeros(arr.shape[0], dtype=np.int32)
     with _one_blas_thread():
         for i in range(arr.shape[0]):
-            # arr[i].T is Fortran-ordered: LAPACK's upper factor U of it (U^T U = A) is, read in C
-            # order, the lower factor L (L L^T = A), written in place.
+            # LAPACK's upper factor U of arr[i].T (U^T U = A) is, read in C order, the lower factor L.
             _, info[i] = potrf(arr[i].T, lower=0, overwrite_a=1, clean=0)
-    flat = flat.tril_()
-    return flat.reshape(gram.shape), torch.from_numpy(info).reshape(gram.shape[:-2])
+    return flat.tril_().reshape(gram.shape), torch.from_numpy(info).reshape(gram.shape[:-2])
 
 
 def chol_solve(rhs: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
@@ -89,17 +99,13 @@ def smallest_eigenvalues(mats: torch.Tensor) -> torch.Tensor:
     a time): measured 1.3x (n = 64) to 2.2x (n = 512) faster than torch's batched ``eigvalsh`` on
     this project's 2-core machine (``benchmarks/results/kernels.json``). Elsewhere ``eigvalsh``.
     """
-    n = mats.shape[-1]
-    if mats.device.type != "cpu" or mats.dtype not in (torch.float32, torch.float64) or n < 48 or mats.numel() == 0:
+    batch = _lapack_batch(mats, "syevr", 48)
+    if batch is None:
         return torch.linalg.eigvalsh(mats)[..., 0]
-    from scipy.linalg.lapack import get_lapack_funcs
-
-    arr = mats.detach().reshape(-1, n, n).clone(memory_format=torch.contiguous_format).numpy()
-    (syevr,) = get_lapack_funcs(("syevr",), (arr[0],))
+    _, arr, syevr = batch
     out = np.empty(arr.shape[0], dtype=arr.dtype)
     with _one_blas_thread():
         for i in range(arr.shape[0]):
-            # arr[i].T: the same symmetric matrix, Fortran-ordered, so LAPACK works on it in place.
             w, _, _, _, info = syevr(arr[i].T, compute_v=0, range="I", il=1, iu=1, overwrite_a=1)
             out[i] = w[0] if info == 0 else np.nan
     return torch.from_numpy(out).reshape(mats.shape[:-2])
