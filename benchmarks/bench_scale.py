@@ -211,6 +211,9 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", action="store_true", help="also write scale_<device>.png")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--resume", action="store_true", help="keep the finished cases of OUT/scale_<device>.json")
+    parser.add_argument(
+        "--only", type=int, nargs="+", metavar="OUTPUT_WIDTH", help="(re)run only these generators, e.g. 784 8192"
+    )
     # child process options
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--widths", help=argparse.SUPPRESS)
@@ -249,7 +252,8 @@ def main(argv=None) -> int:
     if args.resume and previous.exists():
         old = json.loads(previous.read_text())
         if old.get("flags") == report["flags"] and old.get("threads") == args.threads:
-            report["date"] = old["date"] + " (resumed " + report["date"] + ")"
+            what = f"widths {', '.join(map(str, args.only))} re-run" if args.only else "resumed"
+            report["date"] = old["date"] + f" ({what} " + report["date"] + ")"
             done = {_key(row): row for row in old["rows"] if "error" not in row["result"]}
     for widths, method_batch, gd_batch in zip(WIDTHS, batches, gd_batches):
         for missing in (0.0, 0.6):
@@ -259,8 +263,11 @@ def main(argv=None) -> int:
                         continue
                     batch = gd_batch if method == "gd" else method_batch
                     row = {"widths": widths, "batch": batch, "missing": missing, "dtype": dtype, "method": method}
-                    if _key(row) in done:
+                    rerun = args.only is None or widths[-1] in args.only
+                    if _key(row) in done and not (args.only and rerun):
                         report["rows"].append(done[_key(row)])
+                        continue
+                    if not rerun:
                         continue
                     result = run_case(
                         widths,
@@ -276,6 +283,7 @@ def main(argv=None) -> int:
                     report["rows"].append(row | {"result": result})
                     print(json.dumps(report["rows"][-1]), flush=True)
                     (out / f"scale_{kind}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"scale_{kind}.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / f"SCALE_{kind}.md").write_text(table(report))
     if args.plot:
         plot(report, out / f"scale_{kind}.png")

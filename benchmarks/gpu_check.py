@@ -42,6 +42,7 @@ def main() -> int:
                         failed |= device == "cuda"
                         rows.append({"device": device, "case": case, "method": method, "error": repr(exc)[:200]})
                         print(rows[-1], flush=True)
+                        _write(rows)
                         continue
                 err = latent_error(res.z_hat, obs.z_true)
                 row = {
@@ -52,14 +53,19 @@ def main() -> int:
                     "success_1e-6": success_rate(err, 1e-6),
                     "median_latent_error": float(err.median()),
                     "seconds": round(res.seconds, 3),
+                    "statuses": {str(s): int((res.statuses == s).sum()) for s in set(res.statuses.tolist())},
                 }
                 failed |= device == "cuda" and res.z_hat.device.type != "cuda"
                 rows.append(row)
                 print(row, flush=True)
+                _write(rows)  # after every row: a run stopped at a time limit keeps what it measured
+    return int(failed)
+
+
+def _write(rows: list[dict]) -> None:
     if len(sys.argv) > 1:
         with open(sys.argv[1], "w") as f:
             json.dump({"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "rows": rows}, f, indent=1)
-    return int(failed)
 
 
 if __name__ == "__main__":

@@ -104,11 +104,16 @@ def _loss(generator: Generator, obs: Observation, z: torch.Tensor) -> torch.Tens
 def _lstsq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Least squares per signal: (B, m, n), (B, m) -> (B, n).
 
-    float64 with a well-conditioned system: normal equations and Cholesky (n is the latent size, so
+    A well-conditioned system: normal equations and Cholesky in float64 (n is the latent size, so
     the Gram matrix is tiny; 3x faster than an SVD-based solve on CPU), one refinement step with the
     residual computed from ``a``. Otherwise, and for the signals whose factorisation fails (a
     rank-deficient Jacobian, e.g. every unit inactive), the minimum-norm SVD-based solution.
+    float32 systems are solved in float64 and the solution rounded back: on an H100, torch's batched
+    float32 ``lstsq`` made the Gauss-Newton refit 34x slower than the float64 one (1.8 s against
+    0.05 s for 1024 signals at 60% missing).
     """
+    if a.dtype == torch.float32:
+        return _lstsq(a.double(), b.double()).float()
     driver = "gelsd" if a.device.type == "cpu" else None
     if a.dtype != torch.float64 or a.shape[-2] < a.shape[-1]:
         return torch.linalg.lstsq(a, b.unsqueeze(-1), driver=driver).solution.squeeze(-1)

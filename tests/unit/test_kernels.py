@@ -124,3 +124,25 @@ def test_the_sweep_alone_fits_clean_mnist_signals():
     assert all(step.solver == "lstsq" for step in result.steps)
     err = torch.linalg.vector_norm(result.z_hat - obs.z_true, dim=-1) / torch.linalg.vector_norm(obs.z_true, dim=-1)
     assert float(err.max()) < 5e-12
+
+
+def test_refit_least_squares_in_float32_is_solved_in_float64():
+    """The Gauss-Newton step's least squares: float32 in, float32 out, accurate to float32's rounding
+    of the float64 answer (not to float32's squared conditioning), rank-deficient systems included."""
+    from geninv.inversion.oracle import _lstsq
+
+    gen = torch.Generator().manual_seed(4)
+    a = torch.randn(16, 314, 20, generator=gen, dtype=torch.float64)
+    a[:, :, 0] *= 1e-3  # condition number ~1e3: float32's own lstsq loses 3 digits here
+    a[3, :, 5] = a[3, :, 6]  # rank-deficient: the minimum-norm fallback
+    b = torch.randn(16, 314, generator=gen, dtype=torch.float64)
+    a32, b32 = a.float(), b.float()
+    x32 = _lstsq(a32, b32)
+    assert x32.dtype == torch.float32
+    ref = torch.linalg.lstsq(a32.double(), b32.double().unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+    good = torch.arange(16) != 3
+    # within two float32 roundings of the largest entry (float32's lstsq: ~50 here)
+    err = (x32[good].double() - ref[good]).abs().amax(-1)
+    assert bool((err <= 2 * torch.finfo(torch.float32).eps * ref[good].abs().amax(-1)).all())
+    resid32 = (a32[3] @ x32[3] - b32[3]).double().norm()
+    assert float(resid32) <= float((a32[3].double() @ ref[3] - b32[3].double()).norm()) * (1 + 1e-5)

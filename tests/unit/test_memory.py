@@ -2,11 +2,13 @@
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
 import geninv
 from geninv import _memory
+from geninv.solvers.linear import lstsq_rows
 
 
 @pytest.fixture
@@ -44,3 +46,87 @@ def test_budget_parsing_and_errors(monkeypatch):
     with pytest.raises(geninv.InvalidValueError, match="at least 1MiB"):
         _memory.parse_bytes("10")
     assert [s.stop - s.start for s in _memory.chunks(10, _memory.budget() // 3)] == [3, 3, 3, 1]
+
+
+def _rank_deficient_nnls(batch=40, m=60, n=48, seed=3):
+    """A shared-row NNLS like a 60%-missing output step: fewer rows than unknowns, sparse truth."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(m, n, generator=g, dtype=torch.float64)
+    x_true = torch.rand(batch, n, generator=g, dtype=torch.float64) * (torch.rand(batch, n, generator=g) < 0.3)
+    rows = (torch.rand(m, generator=g) < 0.7).expand(batch, m).clone()
+    return w, x_true @ w.T, rows, x_true
+
+
+def test_batched_nnls_chunks_its_systems_to_the_budget(monkeypatch):
+    """nnls_gram's free-set systems go in budget-sized chunks (a shared mask used to build all of
+    them at once: 6 GiB on a GPU at batch 1024) and give the same answer as one batch."""
+    from geninv.solvers import linear
+
+    w, t, rows, x_true = _rank_deficient_nnls()
+    a = w * rows[0].to(w.dtype).unsqueeze(-1)
+    gram, aty = a.T @ a, (t * rows) @ w
+    sizes = []  # signals per stack of factorised free-set systems
+    factor = linear.cholesky_ex
+
+    def spy(mats):
+        sizes.append(mats.shape)
+        return factor(mats)
+
+    monkeypatch.setattr(linear, "cholesky_ex", spy)
+    whole, kkt_whole = linear.nnls_gram(gram, aty)
+    assert max(b for b, _, _ in sizes) == 40
+    sizes.clear()
+    _memory.set_budget("1MiB")  # up to 6 * 48^2 * 8 bytes = 110 kB per signal
+    try:
+        chunked, kkt_chunked = linear.nnls_gram(gram, aty)
+    finally:
+        _memory.set_budget(None)
+    assert max(b for b, _, _ in sizes) < 40
+    assert all(linear.NNLS_COPIES * b * k * k * 8 <= 1 << 20 for b, k, _ in sizes)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-13)
+    assert bool(kkt_chunked.all()) and bool(kkt_whole.all())
+    torch.testing.assert_close(whole, x_true, rtol=0, atol=1e-10)  # the sparse truth is the unique optimum
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_nnls_rows_and_support_gain_agree_chunked_and_whole(shared):
+    from geninv.solvers.linear import nnls_rows, support_gain
+
+    w, t, rows, x_true = _rank_deficient_nnls(batch=24)
+    if not shared:
+        rows = rows & (torch.rand(rows.shape, generator=torch.Generator().manual_seed(5)) < 0.95)
+    support = x_true > 0
+    # The batched solver (lam > 0 takes it on the CPU too) and the per-signal support gains.
+    whole = nnls_rows(w, t, rows, lam=1e-3), support_gain(w, rows, support)
+    _memory.set_budget("1MiB")
+    try:
+        chunked = nnls_rows(w, t, rows, lam=1e-3), support_gain(w, rows, support)
+    finally:
+        _memory.set_budget(None)
+    torch.testing.assert_close(chunked[0][0], whole[0][0], rtol=0, atol=1e-12)
+    assert chunked[0][1].tolist() == whole[0][1].tolist()
+    torch.testing.assert_close(chunked[1], whole[1], rtol=1e-12, atol=0)
+
+
+def test_least_squares_on_a_column_support_is_exact_and_compact():
+    """lstsq_rows with a column mask (the support polish of the NNLS step) against numpy, with row
+    weights and an empty support; only the chosen rows and columns enter each signal's system."""
+    rng = np.random.default_rng(11)
+    m, n, batch = 50, 30, 6
+    w = rng.normal(size=(m, n))
+    rows = rng.random((batch, m)) < 0.6
+    cols = rng.random((batch, n)) < 0.4
+    cols[2] = False
+    weights = rng.uniform(0.5, 2.0, size=(batch, m))
+    t = rng.normal(size=(batch, m))
+    x, det = lstsq_rows(
+        torch.from_numpy(w), torch.from_numpy(t), torch.from_numpy(rows), torch.from_numpy(cols),
+        weights=torch.from_numpy(weights),
+    )  # fmt: skip
+    for b in range(batch):
+        expected = np.zeros(n)
+        if cols[b].any():
+            a = w[rows[b]][:, cols[b]] * weights[b][rows[b], None]
+            expected[cols[b]] = np.linalg.lstsq(a, t[b][rows[b]] * weights[b][rows[b]], rcond=None)[0]
+        np.testing.assert_allclose(x[b].numpy(), expected, rtol=1e-10, atol=1e-12)
+    assert det.tolist() == [bool(rows[b].sum() >= cols[b].sum()) for b in range(batch)]
