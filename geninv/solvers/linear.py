@@ -394,8 +394,8 @@ def nnls_rows(
 
     With ``lam == 0`` on the CPU: scipy's exact active-set NNLS per signal. Otherwise (a Lasso
     weight, or a GPU): the batched block-principal-pivoting solver :func:`nnls_gram`, warm-started
-    from the least-squares solution; on the CPU, signals whose KKT conditions it does not meet go
-    to scipy's NNLS when ``lam == 0``. Returns ``(x, kkt_ok)``.
+    from the least-squares solution; when ``lam == 0``, signals whose KKT conditions it does not meet
+    within ``BATCHED_NNLS_ITER`` iterations go to scipy's NNLS. Returns ``(x, kkt_ok)``.
 
     Rows that differ between signals mean a Gram matrix per signal: those signals go in chunks that
     the memory budget holds (the batched solver's own systems are chunked in :func:`_solve_on_sets`).
@@ -444,20 +444,33 @@ def _nnls_rows_batch(weight, target, rows, lam, weights, tol) -> tuple[torch.Ten
         a = weight.unsqueeze(0) * r.unsqueeze(-1)  # (B, m, n)
         gram = a.transpose(-1, -2) @ a
     aty = (tt * r) @ weight  # = a^T (r * t), per signal
-    if float(lam_t.abs().max()) == 0.0 and weight.device.type == "cpu":
-        # On the CPU, scipy's exact active-set NNLS (compiled, one signal at a time) measured faster
-        # than the batched solver below, whose per-iteration cost is a batch of small Cholesky
-        # factorisations (64 signals at 60% missing: ~20 ms per signal against ~30 ms).
+    exact = float(lam_t.abs().max()) == 0.0  # plain NNLS, which scipy solves too
+    if exact and _scipy_first(weight.device):
         x = torch.zeros(batch, n, dtype=dtype, device=weight.device)
         if bool(_scipy_nnls(a, tt, r, shared, x, list(range(batch))).all()):
             return x, _nnls_kkt(gram, aty, lam_t, x, tol)
-    # Batched block principal pivoting, warm-started from the least-squares solution's support.
+    # Batched block principal pivoting, warm-started from the least-squares solution's support; the
+    # signals it does not solve within BATCHED_NNLS_ITER iterations go to scipy when it can take them.
     x0, _ = lstsq_rows(weight, target, rows, weights=weights)
-    x, kkt = nnls_gram(gram, aty, lam=lam_t, x0=x0, tol=tol)
-    if bool((~kkt).any()) and float(lam_t.abs().max()) == 0.0 and weight.device.type == "cpu":
+    x, kkt = nnls_gram(gram, aty, lam=lam_t, x0=x0, tol=tol, max_iter=BATCHED_NNLS_ITER if exact else None)
+    if bool((~kkt).any()) and exact:
         _scipy_nnls(a, tt, r, shared, x, torch.nonzero(~kkt).flatten().tolist())
         kkt = _nnls_kkt(gram, aty, lam_t, x, tol)
     return x, kkt
+
+
+def _scipy_first(device: torch.device) -> bool:
+    """On the CPU, scipy's exact active-set NNLS (compiled, one signal at a time) measured faster than
+    the batched solver, whose per-iteration cost is a batch of small Cholesky factorisations (64
+    signals at 60% missing: ~20 ms per signal against ~30 ms). On a GPU the batched solver goes first."""
+    return device.type == "cpu"
+
+
+BATCHED_NNLS_ITER = 64
+"""Iterations of :func:`nnls_gram` before the plain-NNLS signals it has not solved go to scipy (a GPU
+copies them to the CPU). With 60% of 784 pixels missing it needs at most 56 at batch 1024; with 70%
+missing its free-set systems are singular (235 rows, 392 unknowns) and it solved none of 64 signals
+in 400 iterations, where it used to run its full 5 n."""
 
 
 def _scipy_nnls(a, tt, r, shared: bool, x: torch.Tensor, signals: list[int]) -> torch.Tensor:
@@ -627,6 +640,14 @@ def _solve_on_sets(gram: torch.Tensor, rhs: torch.Tensor, free: torch.Tensor) ->
     return x, ok
 
 
+BPP_TRIES = 10
+"""Full exchanges :func:`nnls_gram` still tries once the count of infeasible variables stops falling
+(Kim & Park use 3). On 60%-missing output steps of [20, 128, 392, 784] generators (314 rows, 392
+unknowns: a Gram of rank 314) a batch needed 241 iterations with 3 and 56 with 10 (1024 signals;
+364 and 29 for 512 signals of another generator): the last signals went one exchange at a time.
+Each iteration is a round of launches for the whole batch on a GPU."""
+
+
 def nnls_gram(
     gram: torch.Tensor,
     aty: torch.Tensor,
@@ -642,7 +663,7 @@ def nnls_gram(
     at once, from the Gram matrix ``gram`` (shared (n, n) or per signal (B, n, n)) and ``aty``
     (B, n); no per-signal Python loop, so it runs the same on CPU and GPU. Every iteration solves
     the unconstrained problem on each signal's free set and exchanges all the variables that break
-    feasibility; when that stops reducing their number, three more tries are allowed, then only
+    feasibility; when that stops reducing their number, ``BPP_TRIES`` more tries are allowed, then only
     the largest such index is exchanged (the backup rule that guarantees termination).
     ``x0`` (its positive entries) is the starting free set, e.g. a least-squares solution.
     Returns ``(x, kkt_ok)``.
@@ -655,7 +676,7 @@ def nnls_gram(
     max_iter = max_iter or 5 * n
     free = torch.zeros(batch, n, dtype=torch.bool, device=aty.device) if x0 is None else x0 > 0
     best = torch.full((batch,), n + 1, dtype=torch.int64, device=aty.device)
-    tries = torch.full((batch,), 3, dtype=torch.int64, device=aty.device)
+    tries = torch.full((batch,), BPP_TRIES, dtype=torch.int64, device=aty.device)
     x = torch.zeros_like(b)
     done = torch.zeros(batch, dtype=torch.bool, device=aty.device)
     scale = aty.abs().amax(-1, keepdim=True).clamp_min(1.0)
@@ -675,8 +696,8 @@ def nnls_gram(
         finished = nbad == 0
         fewer = nbad < best[todo]
         best[todo] = torch.where(fewer, nbad, best[todo])
-        tries[todo] = torch.where(fewer, torch.full_like(tries[todo], 3), tries[todo] - (~fewer).long())
-        # Full exchange while it helps (or for three more tries), else only the largest index.
+        tries[todo] = torch.where(fewer, torch.full_like(tries[todo], BPP_TRIES), tries[todo] - (~fewer).long())
+        # Full exchange while it helps (or for BPP_TRIES more tries), else only the largest index.
         full = fewer | (tries[todo] >= 0)
         last = torch.where(bad, ar, torch.full_like(ar, -1)).amax(-1, keepdim=True)
         single = bad & (ar == last)
