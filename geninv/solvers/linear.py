@@ -165,21 +165,24 @@ def lstsq_rows(
         x1, det1 = _lstsq_shared(weight[rows[0]], (target * rows)[:, rows[0]], refine)
         return x1, det1.expand(batch).clone()
     size = cache_chunk(batch, (weight.shape[0] + 2 * n) * n * weight.element_size(), weight.device)
-    if size < batch:
-        parts = [
-            _lstsq_rows_batch(
-                weight,
-                target[lo : lo + size],
-                rows[lo : lo + size],
-                None if cols is None else cols[lo : lo + size],
-                None if weights is None else weights[lo : lo + size],
-                refine,
-                mixed,
-            )
-            for lo in range(0, batch, size)
-        ]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    return _lstsq_rows_batch(weight, target, rows, cols, weights, refine, mixed)
+    return in_chunks(
+        lambda t, r, c, w: _lstsq_rows_batch(weight, t, r, c, w, refine, mixed), size, target, rows, cols, weights
+    )
+
+
+def in_chunks(solve, size: int, *per_signal):
+    """``solve(*per_signal)`` on consecutive chunks of ``size`` signals, results concatenated.
+
+    Each argument is sliced along its first (signal) dimension; ``None`` passes as it is. ``solve``
+    returns a tensor or a tuple of tensors, concatenated element by element.
+    """
+    batch = next(a.shape[0] for a in per_signal if a is not None)
+    if size >= batch:
+        return solve(*per_signal)
+    parts = [solve(*(None if a is None else a[lo : lo + size] for a in per_signal)) for lo in range(0, batch, size)]
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return tuple(torch.cat(q) for q in zip(*parts))
 
 
 CACHE_BYTES = 16 << 20
@@ -404,21 +407,8 @@ def nnls_rows(
     size = batch
     if not rows_shared(rows, weights):
         size = chunk_size(batch, (2 * (m * n + n * n) + NNLS_COPIES * n * n) * weight.element_size())
-    if size >= batch:
-        return _nnls_rows_batch(weight, target, rows, lam, weights, tol)
     lam_b = torch.as_tensor(lam, dtype=weight.dtype, device=weight.device).reshape(-1).expand(batch)
-    parts = [
-        _nnls_rows_batch(
-            weight,
-            target[lo : lo + size],
-            rows[lo : lo + size],
-            lam_b[lo : lo + size],
-            None if weights is None else weights[lo : lo + size],
-            tol,
-        )
-        for lo in range(0, batch, size)
-    ]
-    return torch.cat([q[0] for q in parts]), torch.cat([q[1] for q in parts])
+    return in_chunks(lambda t, r, lm, w: _nnls_rows_batch(weight, t, r, lm, w, tol), size, target, rows, lam_b, weights)
 
 
 NNLS_COPIES = 6
@@ -530,16 +520,7 @@ def support_gain(
     shared = cols is None and rows_shared(rows, weights)
     size = chunk_size(batch, (m * n + 3 * n * n) * weight.element_size())
     if not shared and size < batch:
-        parts = [
-            support_gain(
-                weight,
-                rows[lo : lo + size],
-                None if cols is None else cols[lo : lo + size],
-                None if weights is None else weights[lo : lo + size],
-            )
-            for lo in range(0, batch, size)
-        ]
-        return torch.cat(parts)
+        return in_chunks(lambda r, c, w: support_gain(weight, r, c, w), size, rows, cols, weights)
     if shared:
         a = weight[rows[0]]
         gram = (a.T @ a).unsqueeze(0)
@@ -609,11 +590,9 @@ def _solve_on_sets(gram: torch.Tensor, rhs: torch.Tensor, free: torch.Tensor) ->
         return torch.zeros_like(rhs), torch.ones(batch, dtype=torch.bool, device=rhs.device)
     size = chunk_size(batch, NNLS_COPIES * k * k * rhs.element_size())
     if size < batch:
-        parts = [
-            _solve_on_sets(gram if gram.ndim == 2 else gram[lo : lo + size], rhs[lo : lo + size], free[lo : lo + size])
-            for lo in range(0, batch, size)
-        ]
-        return torch.cat([q[0] for q in parts]), torch.cat([q[1] for q in parts])
+        if gram.ndim == 2:  # shared by every signal
+            return in_chunks(lambda r, f: _solve_on_sets(gram, r, f), size, rhs, free)
+        return in_chunks(_solve_on_sets, size, gram, rhs, free)
     order = torch.argsort((~free).to(torch.int8), dim=-1, stable=True)[:, :k]
     valid = torch.gather(free, 1, order)
     if gram.ndim == 2:
