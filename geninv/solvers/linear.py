@@ -130,15 +130,33 @@ def rows_shared(rows: torch.Tensor, weights: torch.Tensor | None = None) -> bool
     return weights is None and bool((rows == rows[:1]).all())
 
 
-def masked_gram(weight: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor | None = None, weights=None):
-    """``A_b^T A_b`` with ``A_b = diag(rows_b * weights_b) W diag(cols_b)``; shape (B, n, n)."""
-    r = rows.to(weight.dtype)
-    if weights is not None:
-        r = r * weights
-    a = weight.unsqueeze(0) * r.unsqueeze(-1)
-    if cols is not None:
-        a = a * cols.to(weight.dtype).unsqueeze(-2)
-    return a.transpose(-1, -2) @ a, a
+def _leading(mask: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of a bool (B, m) mask: the indices of its True entries first, cut to ``k`` (default:
+    the largest count), and which of those are True, both (B, k). Gathering with them packs each
+    signal's chosen rows or columns into the leading block of a zero-padded stack."""
+    if k is None:
+        k = int(mask.sum(-1).max()) if mask.numel() else 0
+    order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)[:, :k]
+    return order, torch.gather(mask, 1, order)
+
+
+def _packed_rows(rows: torch.Tensor, weights: torch.Tensor | None, dtype: torch.dtype):
+    """Each signal's rows packed first (:func:`_leading`): their order (B, k) and factors (B, k), the
+    row weights where given, zero on the padding. A Gram of the packed rows costs k n^2 instead of
+    m n^2 (half, for a relu layer with half its units active)."""
+    order, on = _leading(rows)
+    valid = on.to(dtype)
+    return order, valid if weights is None else valid * torch.gather(weights, 1, order)
+
+
+def _packed_system(weight: torch.Tensor, order, valid, cols: torch.Tensor):
+    """``W`` restricted to each signal's packed rows and its columns ``cols``: a zero-padded (B, k, c)
+    stack, with the column order and mask (B, c) to scatter solutions back. A support of half the
+    unknowns on 314 of 784 rows is a tenth of the full masked stack's Gram."""
+    col_order, free = _leading(cols.bool())
+    a = weight[order.unsqueeze(-1), col_order.unsqueeze(-2)]
+    a.mul_(valid.unsqueeze(-1)).mul_(free.to(weight.dtype).unsqueeze(-2))
+    return a, col_order, free
 
 
 def lstsq_rows(
@@ -211,13 +229,8 @@ signal made the refinement of a [64, 512, 2048, 8192] generator's mid layer memo
 def _lstsq_rows_batch(weight, target, rows, cols, weights, refine, mixed) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`lstsq_rows` on one chunk whose rows differ between signals."""
     batch, n = target.shape[0], weight.shape[1]
-    # Gather each signal's rows (padded with zero rows to the longest): the Gram costs rows x n^2
-    # instead of m x n^2 (half, for a relu layer with half its units active).
-    k = int(rows.sum(-1).max())
-    order = torch.argsort((~rows).to(torch.int8), dim=-1, stable=True)[:, :k]
-    valid = torch.gather(rows, 1, order).to(weight.dtype)
-    if weights is not None:
-        valid = valid * torch.gather(weights, 1, order)
+    order, valid = _packed_rows(rows, weights, weight.dtype)
+    k = order.shape[1]
     if cols is None:
         if mixed and weight.dtype == torch.float64 and n >= MIXED_MIN_UNKNOWNS:
             # Gathered in float32 directly: the gather itself costs as much as the Gram in float64.
@@ -239,15 +252,9 @@ def _lstsq_rows_batch(weight, target, rows, cols, weights, refine, mixed) -> tup
         gram = a.transpose(-1, -2) @ a
         free = torch.ones(batch, n, dtype=torch.bool, device=weight.device)
     else:
-        # The columns gathered too, into a compact (k, c) system: a support of half the unknowns on
-        # 314 of 784 rows is a tenth of the full masked stack's Gram.
-        c = int(cols.sum(-1).max())
-        if c == 0:
+        if not bool(cols.any()):
             return target.new_zeros(batch, n), torch.ones(batch, dtype=torch.bool, device=weight.device)
-        col_order = torch.argsort((~cols.bool()).to(torch.int8), dim=-1, stable=True)[:, :c]
-        free = torch.gather(cols.bool(), 1, col_order)
-        a = weight[order.unsqueeze(-1), col_order.unsqueeze(-2)]
-        a.mul_(valid.unsqueeze(-1)).mul_(free.to(weight.dtype).unsqueeze(-2))
+        a, col_order, free = _packed_system(weight, order, valid, cols)
         tt = torch.gather(target, 1, order) * valid
         gram = a.transpose(-1, -2) @ a
     scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(weight.dtype).tiny)
@@ -521,12 +528,19 @@ def support_gain(
     size = chunk_size(batch, (m * n + 3 * n * n) * weight.element_size())
     if not shared and size < batch:
         return in_chunks(lambda r, c, w: support_gain(weight, r, c, w), size, rows, cols, weights)
+    col_order = None
     if shared:
         a = weight[rows[0]]
         gram = (a.T @ a).unsqueeze(0)
+        free = torch.ones(1, n, dtype=dtype, device=weight.device)
     else:
-        gram, _ = masked_gram(weight, rows, cols, weights)
-    free = torch.ones(gram.shape[0], n, dtype=dtype, device=weight.device) if cols is None else cols.to(dtype)
+        if cols is not None and not bool(cols.any()):
+            return torch.zeros(batch, n, dtype=dtype, device=weight.device)
+        order, valid = _packed_rows(rows, weights, dtype)
+        every = torch.ones(batch, n, dtype=torch.bool, device=weight.device)
+        a, col_order, free = _packed_system(weight, order, valid, every if cols is None else cols)
+        gram = a.transpose(-1, -2) @ a
+        free = free.to(dtype)
     scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(dtype).tiny)
     # Unknowns outside cols: unit diagonal (they drop out); a ridge of ~1e3 eps keeps it invertible.
     ridge = scale * 1e3 * _eps(dtype)
@@ -535,7 +549,10 @@ def support_gain(
     inv_diag = torch.diagonal(torch.cholesky_inverse(chol), dim1=-2, dim2=-1)
     big = (1 / ridge).unsqueeze(-1).expand_as(inv_diag)
     inv_diag = torch.where((info == 0).unsqueeze(-1), inv_diag, big)
-    return (inv_diag.clamp_min(0).sqrt() * free).expand(batch, n)
+    gain = inv_diag.clamp_min(0).sqrt() * free
+    if col_order is None:
+        return gain.expand(batch, n)
+    return torch.zeros(batch, n, dtype=dtype, device=weight.device).scatter_(1, col_order, gain)
 
 
 def enforce_inequalities(
@@ -593,8 +610,7 @@ def _solve_on_sets(gram: torch.Tensor, rhs: torch.Tensor, free: torch.Tensor) ->
         if gram.ndim == 2:  # shared by every signal
             return in_chunks(lambda r, f: _solve_on_sets(gram, r, f), size, rhs, free)
         return in_chunks(_solve_on_sets, size, gram, rhs, free)
-    order = torch.argsort((~free).to(torch.int8), dim=-1, stable=True)[:, :k]
-    valid = torch.gather(free, 1, order)
+    order, valid = _leading(free, k)
     if gram.ndim == 2:
         sub = gram[order.unsqueeze(-1), order.unsqueeze(-2)]
     else:
