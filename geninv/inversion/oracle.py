@@ -30,6 +30,63 @@ _STEPS = (1.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 64, 1 / 256)
 """Line-search step lengths tried (all at once, batched) along each Gauss-Newton direction."""
 
 
+def _slopes(generator: Generator, pattern: tuple[torch.Tensor, ...], dtype: torch.dtype) -> list[torch.Tensor]:
+    """Each hidden layer's activation slope on ``pattern`` (1 on the support; 0, or leaky-relu's
+    negative slope, off it), one (B, n_i) tensor per hidden layer."""
+    out = []
+    for i, support in enumerate(pattern):
+        slope = support.to(dtype)
+        act = generator.activation(i)
+        if act.name == "leaky_relu":
+            slope = slope + (1 - slope) * act.negative_slope
+        out.append(slope)
+    return out
+
+
+def _layer(generator: Generator, i: int, out_rows: torch.Tensor | None):
+    """Layer ``i``'s operator and bias, the last one restricted to ``out_rows`` when given."""
+    op, b = generator.operator(i), generator.bias(i)
+    if i == generator.n_layers - 1 and out_rows is not None:
+        op = op.restrict(out_rows)
+        b = None if b is None else b[out_rows.to(b.device)]
+    return op, b
+
+
+def _push(generator, slopes, h, out_rows, *, start: int = 0, bias: bool = True) -> torch.Tensor:
+    """Layers ``start`` .. L-1 on the fixed ``slopes`` from ``h`` (B, ..., n_start): the last
+    pre-activation (its ``out_rows``), affine in the input; ``bias=False`` gives its linear part."""
+    for i in range(start, generator.n_layers):
+        if i:
+            s = slopes[i - 1]
+            h = h * s.reshape(s.shape[0], *([1] * (h.ndim - 2)), s.shape[-1]).to(h.dtype)
+        op, b = _layer(generator, i, out_rows)
+        h = op.forward(h)
+        if bias and b is not None:
+            h = h + b.to(h.dtype)
+    return h
+
+
+def _pull(generator, slopes, v: torch.Tensor, out_rows) -> torch.Tensor:
+    """``J^T v`` for the affine map of the last pre-activation (its ``out_rows``) on ``slopes``:
+    one backward pass, (B, m) -> (B, n_0)."""
+    for i in reversed(range(generator.n_layers)):
+        op, _ = _layer(generator, i, out_rows)
+        v = op.adjoint(v)
+        if i:
+            v = v * slopes[i - 1].to(v.dtype)
+    return v
+
+
+def _jacobian_t(generator, slopes, out_rows, dtype: torch.dtype, batch: int) -> torch.Tensor:
+    """``J^T`` (B, n_0, m) of the last pre-activation (its ``out_rows``) on ``slopes``, computed in
+    ``dtype``: the n_0 unit directions of the latent pushed through the layers' operators
+    (``forward`` only, so any layer of the linear-operator contract works, dense or not)."""
+    eye = torch.eye(generator.latent_dim, dtype=dtype, device=generator.device)
+    op, _ = _layer(generator, 0, out_rows)
+    first = op.forward(eye).unsqueeze(0).expand(batch, -1, -1)  # row j is the image of e_j
+    return _push(generator, slopes, first, out_rows, start=1, bias=False)
+
+
 def affine_map(
     generator: Generator, pattern: tuple[torch.Tensor, ...], out_rows: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,40 +94,13 @@ def affine_map(
 
     ``pattern[i]`` is the bool support of hidden layer i+1 (pre-activation > 0). ``out_rows``
     (indices into the output) restricts J and c to those outputs, e.g. the observed pixels.
-    J is built by pushing the n_0 unit directions of the latent through the layers' operators
-    (``forward`` only, so any layer of the linear-operator contract works, dense or not): one
-    product per layer for the whole batch.
+    One product per layer for the whole batch (see :func:`_jacobian_t`).
     """
+    slopes = _slopes(generator, pattern, generator.dtype)
     batch = pattern[0].shape[0] if pattern else 1
-    n0, dtype, device = generator.latent_dim, generator.dtype, generator.device
-    last = generator.n_layers - 1
-
-    def op(i: int):
-        layer_op = generator.operator(i)
-        return layer_op if (i != last or out_rows is None) else layer_op.restrict(out_rows)
-
-    def bias(i: int) -> torch.Tensor | None:
-        b = generator.bias(i)
-        return b if (b is None or i != last or out_rows is None) else b[out_rows.to(b.device)]
-
-    eye = torch.eye(n0, dtype=dtype, device=device)
-    jt = op(0).forward(eye).unsqueeze(0).expand(batch, -1, -1)  # J^T: row j is the image of e_j
-    b0 = bias(0)
-    c = torch.zeros(batch, jt.shape[-1], dtype=dtype, device=device)
-    if b0 is not None:
-        c = c + b0
-    for i in range(1, generator.n_layers):
-        act = generator.activation(i - 1)
-        slope = pattern[i - 1].to(dtype)
-        if act.name == "leaky_relu":
-            slope = slope + (1 - slope) * act.negative_slope
-        layer_op = op(i)
-        jt = layer_op.forward(jt * slope.unsqueeze(1))
-        c = layer_op.forward(c * slope)
-        b = bias(i)
-        if b is not None:
-            c = c + b
-    return jt.transpose(1, 2).contiguous(), c
+    jt = _jacobian_t(generator, slopes, out_rows, generator.dtype, batch)
+    zero = torch.zeros(batch, generator.latent_dim, dtype=generator.dtype, device=generator.device)
+    return jt.transpose(1, 2).contiguous(), _push(generator, slopes, zero, out_rows)
 
 
 def _observed_rows(obs: Observation) -> torch.Tensor | None:
@@ -169,18 +199,41 @@ def _measured(x: torch.Tensor, obs: Observation, rows: torch.Tensor | None) -> t
     return x if rows is not None else obs.operator.forward(x)
 
 
-def _step_loss(generator, sub, yy, rows, model, za, delta, step: float, which: torch.Tensor) -> torch.Tensor:
-    """Data-fit loss at ``za + step * delta`` for the signals ``which``: on the fixed affine ``model``
-    (J, c, output support) when given, else through the generator."""
-    zz = za[which] + step * delta[which]
-    if model is not None:
-        jac, c, sup = model
-        pre = (jac[which] @ zz.unsqueeze(-1)).squeeze(-1) + c[which]
-        x, _ = _output(generator, pre, None if sup is None else sup[which])
+_EXACT_GRAM = 1e-5
+"""A float64 signal whose Gauss-Newton Gram (built from a float32 J) has its smallest Cholesky
+pivot^2 below this fraction of its largest diagonal entry (condition ~1e5 and worse) gets J in float64:
+beyond that the float32 rounding of J would slow each iteration's gain below ~2 digits."""
+
+
+def _direction(at: torch.Tensor, grad: torch.Tensor, resid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gauss-Newton direction ``-(A^T A)^-1 g`` per signal, float64, from ``at`` = A^T (B, n, m) and the
+    gradient ``g`` (B, n); the minimum-norm least-squares step ``A d = -r`` where A is rank-deficient.
+    Also returns each Gram's smallest Cholesky pivot^2 over its largest diagonal entry (B,)."""
+    gram = at @ at.mT
+    chol, info = torch.linalg.cholesky_ex(gram)
+    scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(at.dtype).tiny)
+    ratio = torch.diagonal(chol, dim1=-2, dim2=-1).pow(2).amin(-1) / scale
+    ratio = torch.where(info == 0, ratio, torch.zeros_like(ratio))
+    delta = -torch.cholesky_solve(grad.unsqueeze(-1), chol).squeeze(-1)
+    bad = torch.nonzero(ratio <= 1e-10).flatten()  # condition of the Gram above 1e10
+    if bad.numel():
+        driver = "gelsd" if at.device.type == "cpu" else None
+        a = at[bad].mT
+        delta[bad] = -torch.linalg.lstsq(a, resid[bad].unsqueeze(-1), driver=driver).solution.squeeze(-1)
+    return delta, ratio
+
+
+def _loss_along(generator, sub, yy, rows, line, za, delta, step: float, which: torch.Tensor) -> torch.Tensor:
+    """Data-fit loss at ``za + step * delta`` for the signals ``which``: from the pre-activation and
+    its change along delta, ``line = (pre, J delta, output support)``, on a fixed pattern; else
+    through the generator."""
+    if line is not None:
+        pre, jd, sup = line
+        x, _ = _output(generator, pre[which] + step * jd[which], None if sup is None else sup[which])
         fitted = _measured(x, sub[which], rows)
     else:
         with torch.no_grad():
-            fitted = sub[which].operator.forward(generator(zz))
+            fitted = sub[which].operator.forward(generator(za[which] + step * delta[which]))
     return 0.5 * (fitted - yy[which]).pow(2).sum(-1)
 
 
@@ -193,62 +246,109 @@ def _gauss_newton_chunk(
     out_support: torch.Tensor | None,
     n_iter: int,
 ) -> torch.Tensor:
-    """Damped Gauss-Newton on the data-fit loss; with ``pattern`` given, on the fixed affine model.
+    """Damped Gauss-Newton on the data-fit loss; with ``pattern`` given, on that fixed pattern.
 
-    The Jacobian is built on the observed outputs only; the full step is tried first and the
-    shorter ones only for the signals whose loss it does not lower.
+    Each iteration linearises the residual at z (on the pattern read off z, or the fixed one) on
+    the observed outputs, takes the least-squares step and keeps the best of a few step lengths on
+    the data-fit loss: the full step first, the shorter ones only where it raises the loss.
+
+    Building J (the n_0 latent directions pushed through every layer) is the refit's cost. It is
+    rebuilt only for signals whose pattern moved, and for a float64 generator it is built in
+    float32 (half the time) while the gradient ``J^T r`` stays exact (one backward pass): the
+    iteration still converges to the float64 least-squares point, the rounded Gram only slowing
+    the last digits by ~cond(J)^2 eps32 per iteration. Signals whose Gram is conditioned too
+    poorly for that (:data:`_EXACT_GRAM`) get J in float64.
     """
-    y = obs.y.to(generator.dtype)
-    z = z.detach().to(generator.dtype).clone()
+    dtype = generator.dtype
+    y = obs.y.to(dtype)
+    z = z.detach().to(dtype).clone()
     fixed = pattern is not None
-    eps = float(torch.finfo(generator.dtype).eps)
+    eps = float(torch.finfo(dtype).eps)
+    low = torch.float32 if dtype == torch.float64 else dtype
     rows = _observed_rows(obs)
     if rows is not None:
         rows = rows.to(z.device)
-    active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
-    jac_fixed = c_fixed = None
-    if fixed:
-        jac_fixed, c_fixed = affine_map(generator, pattern, rows)
+    batch = z.shape[0]
+    active = torch.ones(batch, dtype=torch.bool, device=z.device)
+    exact = torch.zeros_like(active) if low != dtype else torch.ones_like(active)
+    built = torch.zeros_like(active)
+    jt: torch.Tensor | None = None  # J^T per signal, for the pattern in ``held``
+    held: list[torch.Tensor] = []
     sup_rows = None if out_support is None else (out_support if rows is None else out_support[:, rows])
 
     for _ in range(n_iter):
         idx = torch.nonzero(active).flatten()
         if idx.numel() == 0:
             break
-        za = z[idx]
-        sub = obs[idx]
-        yy = y[idx]
+        za, sub, yy = z[idx], obs[idx], y[idx]
+        sup = None
         if fixed:
-            jac, c = jac_fixed[idx], c_fixed[idx]
+            pat = tuple(p[idx] for p in pattern)
+            slopes = _slopes(generator, pat, dtype)
+            pre = _push(generator, slopes, za, rows)
             sup = None if sup_rows is None else sup_rows[idx]
-            pre = (jac @ za.unsqueeze(-1)).squeeze(-1) + c
-            x, d = _output(generator, pre, sup)
-            resid = _measured(x, sub, rows) - yy
         else:
             with torch.no_grad():
                 trace = generator.trace(za)
-            jac, c = affine_map(generator, trace.supports[:-1], rows)
-            sup = None
+            pat = trace.supports[:-1]
+            slopes = _slopes(generator, pat, dtype)
             pre = trace.pre_activations[-1] if rows is None else trace.pre_activations[-1][:, rows]
-            x, d = _output(generator, pre, sup)
-            resid = _measured(x, sub, rows) - yy
+        x, d = _output(generator, pre, sup)
+        resid = _measured(x, sub, rows) - yy
         now = 0.5 * resid.pow(2).sum(-1)
-        a = jac * d.unsqueeze(-1)
-        if rows is None:
-            a = _apply_operator(sub, a)
-        delta = -_lstsq(a, resid)
 
-        model = (jac, c, sup) if fixed else None
+        whole = idx.numel() == batch
+        if jt is None:
+            jt = torch.empty(batch, generator.latent_dim, pre.shape[-1], dtype=dtype, device=z.device)
+            held = [torch.zeros(batch, p.shape[-1], dtype=torch.bool, device=z.device) for p in pat]
+        stale = ~built[idx]
+        for h, p in zip(held, pat):
+            stale |= (h[idx] != p).any(-1)
+        for precise in (False, True):
+            pick = torch.nonzero(stale & (exact[idx] == precise)).flatten()
+            if not pick.numel():
+                continue
+            every = pick.numel() == idx.numel()
+            sl = slopes if every else [s[pick] for s in slopes]
+            part = _jacobian_t(generator, sl, rows, dtype if precise else low, pick.numel())
+            if whole and every:
+                jt = part.to(dtype)
+            else:
+                jt[idx[pick]] = part.to(dtype)
+            for h, p in zip(held, pat):
+                h[idx[pick]] = p if every else p[pick]
+            built[idx[pick]] = True
+        at = (jt if whole else jt[idx]) * d.unsqueeze(1)
+        if rows is None:
+            at = sub.operator.forward(at)
+        at = at.double()
+        if low == dtype:
+            grad = at @ resid.double().unsqueeze(-1)
+            grad = grad.squeeze(-1)
+        else:
+            back = resid if rows is not None else sub.operator.adjoint(resid)
+            grad = _pull(generator, slopes, back * d, rows).double()
+        delta, ratio = _direction(at, grad, resid.double())
+        delta = delta.to(dtype)
+        poor = ~exact[idx] & (ratio < _EXACT_GRAM)
+        if bool(poor.any()):
+            exact[idx[poor]] = True
+            built[idx[poor]] = False
+
+        # Affine in z on a fixed pattern: the loss along the direction from one more pass.
+        line = (pre, _push(generator, slopes, delta, rows, bias=False), sup) if fixed else None
         everyone = torch.arange(idx.numel(), device=z.device)
         losses = torch.full((len(_STEPS), idx.numel()), math.inf, dtype=z.dtype, device=z.device)
-        losses[0] = _step_loss(generator, sub, yy, rows, model, za, delta, _STEPS[0], everyone)
+        first = _loss_along(generator, sub, yy, rows, line, za, delta, _STEPS[0], everyone)
+        losses[0] = torch.where(torch.isfinite(first), first, torch.full_like(now, math.inf))
         # (the loss's rounding error: eps ||r|| ||y|| for each residual entry computed from y)
         level = 8 * eps * (torch.sqrt(2 * now.abs()) * torch.linalg.vector_norm(yy, dim=-1) + now.abs())
-        losses[0] = torch.where(torch.isfinite(losses[0]), losses[0], torch.full_like(now, math.inf))
-        short = torch.nonzero(losses[0] > now - level).flatten()
+        # Shorter steps only where the full one raises the loss beyond its rounding: near the minimum
+        # (the full step within rounding of the loss) they could not do better.
+        short = torch.nonzero(losses[0] > now + level).flatten()
         if short.numel():
             for k, step in enumerate(_STEPS[1:], start=1):
-                vals = _step_loss(generator, sub, yy, rows, model, za, delta, step, short)
+                vals = _loss_along(generator, sub, yy, rows, line, za, delta, step, short)
                 losses[k, short] = torch.where(torch.isfinite(vals), vals, torch.full_like(vals, math.inf))
         best, pick = losses.min(0)
         # Near the minimum the loss changes by less than its rounding while z still moves by
