@@ -79,10 +79,11 @@ def test_chunked_and_whole_batch_least_squares_agree(dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", [2, 64])
+@pytest.mark.parametrize("batch", [2, 64, 256])
 def test_shared_rows_semi_normal_and_qr_agree(dtype, batch):
     """Shared rows: the semi-normal equations (well conditioned; a float32 factor for a batch much
-    smaller than the matrix) and the QR path (ill conditioned) both reach the least-squares answer."""
+    smaller than the matrix, the factor applied as one matrix for a batch of at least half the rows)
+    and the QR path (ill conditioned) all reach the least-squares answer."""
     gen = torch.Generator().manual_seed(4)
     well = torch.randn(300, 40, generator=gen, dtype=torch.float64)
     # ill: cond(a)^2 above 1 / sqrt(eps), so the QR path; still determined (float32: cond 100)
@@ -97,6 +98,29 @@ def test_shared_rows_semi_normal_and_qr_agree(dtype, batch):
         assert bool(det.all())
         scale = float(ref.abs().max())
         torch.testing.assert_close(ours.double(), ref, rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shared_rows_too_few_give_the_minimum_norm_solution(dtype):
+    """Fewer shared rows than unknowns (60% of the pixels missing): the minimum-norm solution, from a
+    QR factor of a^T, equal to LAPACK's SVD-based one; with dependent rows, from the SVD itself."""
+    gen = torch.Generator().manual_seed(5)
+    a = torch.randn(120, 160, generator=gen, dtype=torch.float64)
+    t = torch.randn(300, 120, generator=gen, dtype=torch.float64)
+    dependent = a.clone()
+    dependent[7] = dependent[3] + dependent[5]
+    for mat in (a, dependent):
+        rows = torch.ones(300, 120, dtype=torch.bool)
+        ours, det = linear.lstsq_rows(mat.to(dtype), t.to(dtype), rows)
+        # the pseudo-inverse dropping singular values below the dtype's precision (gelsd's default)
+        rtol = torch.finfo(dtype).eps * 160
+        ref = t.to(dtype).double() @ torch.linalg.pinv(mat.to(dtype).double(), rtol=rtol).T
+        assert not bool(det.any())
+        tol = 1e-12 if dtype == torch.float64 else 1e-4
+        torch.testing.assert_close(ours.double(), ref, rtol=tol, atol=tol * float(ref.abs().max()))
+    # no row at all: zero, the minimum-norm answer
+    none = linear.lstsq_rows(a[:0].to(dtype), t[:, :0].to(dtype), torch.ones(300, 0, dtype=torch.bool))[0]
+    assert none.shape == (300, 160) and not bool(none.any())
 
 
 def test_blas_threads_are_restored_after_every_call():
