@@ -583,6 +583,11 @@ class Generator(nn.Module):
     def trace(self, z: Any) -> Trace:
         """Forward pass keeping every layer: pre-activations, activations and supports."""
         z, _ = self._check_latent(z)
+        return self._trace(z)
+
+    def _trace(self, z: torch.Tensor) -> Trace:
+        """:meth:`trace` without its checks, for a batch ``z`` (B, n_0) of the generator's dtype
+        (non-finite entries pass through)."""
         pres, acts, sups = [], [], []
         x = z
         with torch.no_grad():

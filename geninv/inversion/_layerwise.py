@@ -400,7 +400,7 @@ def sweep(
         # noise gains, its supports rarely do), then with pattern updates; never a higher loss.
         # Also where a step was not determined: skipping the fixed pattern there saved a fifth of the
         # time at 60% missing but lost signals of the convolutional decoder with half the image hidden.
-        z_pat = refit_on_pattern(generator, sub, z_sub, pattern, n_iter=refit_iter)
+        z_pat = refit_on_pattern(generator, sub, z_sub, pattern, n_iter=refit_iter, polish=False)
         z_sub = refit(generator, sub, z_pat, n_iter=refit_iter)
         # A sweep that collapsed (a step starved of equations, or gains that multiplied beyond
         # repair) can leave the refit in a far basin: those signals also try the latent's prior mean.

@@ -171,13 +171,16 @@ def _gauss_newton(
     pattern: tuple[torch.Tensor, ...] | None,
     out_support: torch.Tensor | None,
     n_iter: int,
+    polish: bool = True,
 ) -> torch.Tensor:
     """:func:`_gauss_newton_chunk` over chunks of signals sized from the memory budget."""
     n_out, n0 = generator.output_dim, generator.latent_dim
     per_signal = (3 * n_out * n0 + 2 * len(_STEPS) * n_out) * generator.weight_of(0).element_size()
     parts = chunks(z.shape[0], per_signal)
     if len(parts) == 1:
-        return _gauss_newton_chunk(generator, obs, z, pattern=pattern, out_support=out_support, n_iter=n_iter)
+        return _gauss_newton_chunk(
+            generator, obs, z, pattern=pattern, out_support=out_support, n_iter=n_iter, polish=polish
+        )
     out = []
     for part in parts:
         out.append(
@@ -188,6 +191,7 @@ def _gauss_newton(
                 pattern=None if pattern is None else tuple(p[part] for p in pattern),
                 out_support=None if out_support is None else out_support[part],
                 n_iter=n_iter,
+                polish=polish,
             )
         )
     return torch.cat(out)
@@ -206,20 +210,22 @@ beyond that the float32 rounding of J would slow each iteration's gain below ~2 
 
 
 def _direction(at: torch.Tensor, grad: torch.Tensor, resid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gauss-Newton direction ``-(A^T A)^-1 g`` per signal, float64, from ``at`` = A^T (B, n, m) and the
-    gradient ``g`` (B, n); the minimum-norm least-squares step ``A d = -r`` where A is rank-deficient.
-    Also returns each Gram's smallest Cholesky pivot^2 over its largest diagonal entry (B,)."""
-    gram = at @ at.mT
+    """Gauss-Newton direction ``-(A^T A)^-1 g`` per signal, float64, from ``at`` = A^T (B, n, m) (its
+    Gram formed in its own dtype) and the gradient ``g`` (B, n); the minimum-norm least-squares step
+    ``A d = -r`` where A is rank-deficient. Also returns each Gram's smallest Cholesky pivot^2 over its
+    largest diagonal entry (B,)."""
+    gram = (at @ at.mT).double()
     chol, info = torch.linalg.cholesky_ex(gram)
-    scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(at.dtype).tiny)
+    scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(gram.dtype).tiny)
     ratio = torch.diagonal(chol, dim1=-2, dim2=-1).pow(2).amin(-1) / scale
     ratio = torch.where(info == 0, ratio, torch.zeros_like(ratio))
     delta = -torch.cholesky_solve(grad.unsqueeze(-1), chol).squeeze(-1)
     bad = torch.nonzero(ratio <= 1e-10).flatten()  # condition of the Gram above 1e10
     if bad.numel():
         driver = "gelsd" if at.device.type == "cpu" else None
-        a = at[bad].mT
-        delta[bad] = -torch.linalg.lstsq(a, resid[bad].unsqueeze(-1), driver=driver).solution.squeeze(-1)
+        a = at[bad].mT.double()
+        r = resid[bad].double().unsqueeze(-1)
+        delta[bad] = -torch.linalg.lstsq(a, r, driver=driver).solution.squeeze(-1)
     return delta, ratio
 
 
@@ -245,6 +251,7 @@ def _gauss_newton_chunk(
     pattern: tuple[torch.Tensor, ...] | None,
     out_support: torch.Tensor | None,
     n_iter: int,
+    polish: bool = True,
 ) -> torch.Tensor:
     """Damped Gauss-Newton on the data-fit loss; with ``pattern`` given, on that fixed pattern.
 
@@ -257,7 +264,10 @@ def _gauss_newton_chunk(
     float32 (half the time) while the gradient ``J^T r`` stays exact (one backward pass): the
     iteration still converges to the float64 least-squares point, the rounded Gram only slowing
     the last digits by ~cond(J)^2 eps32 per iteration. Signals whose Gram is conditioned too
-    poorly for that (:data:`_EXACT_GRAM`) get J in float64.
+    poorly for that (:data:`_EXACT_GRAM`) get J in float64. A signal stops when its step falls
+    below 10 eps of z (``polish``), or below sqrt(eps) for a start that another refit polishes.
+    With pattern updates, the trace at the full step (computed for its loss) serves as the next
+    iteration's when every signal took it.
     """
     dtype = generator.dtype
     y = obs.y.to(dtype)
@@ -270,11 +280,13 @@ def _gauss_newton_chunk(
         rows = rows.to(z.device)
     batch = z.shape[0]
     active = torch.ones(batch, dtype=torch.bool, device=z.device)
-    exact = torch.zeros_like(active) if low != dtype else torch.ones_like(active)
+    exact = torch.zeros_like(active)  # J in float64 (a float64 generator's ill-conditioned signals)
     built = torch.zeros_like(active)
     jt: torch.Tensor | None = None  # J^T per signal, for the pattern in ``held``
     held: list[torch.Tensor] = []
     sup_rows = None if out_support is None else (out_support if rows is None else out_support[:, rows])
+    ahead = ahead_idx = took_full = None
+    stop = 10 * eps if polish else math.sqrt(eps)
 
     for _ in range(n_iter):
         idx = torch.nonzero(active).flatten()
@@ -288,8 +300,10 @@ def _gauss_newton_chunk(
             pre = _push(generator, slopes, za, rows)
             sup = None if sup_rows is None else sup_rows[idx]
         else:
-            with torch.no_grad():
-                trace = generator.trace(za)
+            if ahead is not None and bool(took_full[(pos := torch.searchsorted(ahead_idx, idx))].all()):
+                trace = ahead[pos]  # every signal took its full step: the trace computed there
+            else:
+                trace = generator._trace(za)
             pat = trace.supports[:-1]
             slopes = _slopes(generator, pat, dtype)
             pre = trace.pre_activations[-1] if rows is None else trace.pre_activations[-1][:, rows]
@@ -299,7 +313,7 @@ def _gauss_newton_chunk(
 
         whole = idx.numel() == batch
         if jt is None:
-            jt = torch.empty(batch, generator.latent_dim, pre.shape[-1], dtype=dtype, device=z.device)
+            jt = torch.empty(batch, generator.latent_dim, pre.shape[-1], dtype=low, device=z.device)
             held = [torch.zeros(batch, p.shape[-1], dtype=torch.bool, device=z.device) for p in pat]
         stale = ~built[idx]
         for h, p in zip(held, pat):
@@ -310,36 +324,38 @@ def _gauss_newton_chunk(
                 continue
             every = pick.numel() == idx.numel()
             sl = slopes if every else [s[pick] for s in slopes]
-            part = _jacobian_t(generator, sl, rows, dtype if precise else low, pick.numel())
+            part = _jacobian_t(generator, sl, rows, dtype if precise else low, pick.numel()).to(jt.dtype)
             if whole and every:
-                jt = part.to(dtype)
+                jt = part
             else:
-                jt[idx[pick]] = part.to(dtype)
+                jt[idx[pick]] = part
             for h, p in zip(held, pat):
                 h[idx[pick]] = p if every else p[pick]
             built[idx[pick]] = True
-        at = (jt if whole else jt[idx]) * d.unsqueeze(1)
+        at = jt if whole else jt[idx]
+        if generator.output_activation.name != "identity":
+            at = at * d.to(at.dtype).unsqueeze(1)
         if rows is None:
             at = sub.operator.forward(at)
-        at = at.double()
-        if low == dtype:
-            grad = at @ resid.double().unsqueeze(-1)
-            grad = grad.squeeze(-1)
-        else:
-            back = resid if rows is not None else sub.operator.adjoint(resid)
-            grad = _pull(generator, slopes, back * d, rows).double()
-        delta, ratio = _direction(at, grad, resid.double())
+        back = resid if rows is not None else sub.operator.adjoint(resid)
+        grad = _pull(generator, slopes, back * d, rows).double()
+        delta, ratio = _direction(at, grad, resid)
         delta = delta.to(dtype)
         poor = ~exact[idx] & (ratio < _EXACT_GRAM)
-        if bool(poor.any()):
+        if low != dtype and bool(poor.any()):
             exact[idx[poor]] = True
             built[idx[poor]] = False
+            jt = jt.to(dtype)  # from now on the cache holds both precisions
 
         # Affine in z on a fixed pattern: the loss along the direction from one more pass.
         line = (pre, _push(generator, slopes, delta, rows, bias=False), sup) if fixed else None
         everyone = torch.arange(idx.numel(), device=z.device)
         losses = torch.full((len(_STEPS), idx.numel()), math.inf, dtype=z.dtype, device=z.device)
-        first = _loss_along(generator, sub, yy, rows, line, za, delta, _STEPS[0], everyone)
+        if fixed:
+            first = _loss_along(generator, sub, yy, rows, line, za, delta, _STEPS[0], everyone)
+        else:  # the full step's trace, kept: it is the next iteration's where the full step is taken
+            ahead, ahead_idx = generator._trace(za + delta), idx
+            first = 0.5 * (sub.operator.forward(ahead.activations[-1]) - yy).pow(2).sum(-1)
         losses[0] = torch.where(torch.isfinite(first), first, torch.full_like(now, math.inf))
         # (the loss's rounding error: eps ||r|| ||y|| for each residual entry computed from y)
         level = 8 * eps * (torch.sqrt(2 * now.abs()) * torch.linalg.vector_norm(yy, dim=-1) + now.abs())
@@ -356,11 +372,12 @@ def _gauss_newton_chunk(
         settling = (best >= now - level) & (losses[0] <= now + level)
         pick = torch.where(settling, torch.zeros_like(pick), pick)
         accept = (best < now - level) | settling
+        took_full = accept & (pick == 0)
         lengths = torch.tensor(_STEPS, dtype=z.dtype, device=z.device)[pick]
         z_new = za + lengths.unsqueeze(-1) * delta
         z[idx] = torch.where(accept.unsqueeze(-1), z_new, za)
         size = torch.linalg.vector_norm(za, dim=-1).clamp_min(1)
-        small = torch.linalg.vector_norm(z_new - za, dim=-1) <= 10 * eps * size
+        small = torch.linalg.vector_norm(z_new - za, dim=-1) <= stop * size
         active[idx] = accept & ~small
     return z
 
@@ -389,10 +406,12 @@ def refit_on_pattern(
     pattern: tuple[torch.Tensor, ...],
     *,
     n_iter: int = 20,
+    polish: bool = True,
 ) -> torch.Tensor:
     """Least squares in z on a fixed hidden ``pattern`` (Gauss-Newton for sigmoid / tanh outputs),
-    from ``z``; then, per signal, whichever of ``z`` and that solution fits the data better."""
-    z_pat = _gauss_newton(generator, obs, z, pattern=pattern, out_support=None, n_iter=n_iter)
+    from ``z``; then, per signal, whichever of ``z`` and that solution fits the data better.
+    ``polish=False``: to about half the working digits, as the start of a :func:`refit`."""
+    z_pat = _gauss_newton(generator, obs, z, pattern=pattern, out_support=None, n_iter=n_iter, polish=polish)
     better = _loss(generator, obs, z_pat) < _loss(generator, obs, z.to(generator.dtype))
     return torch.where(better.unsqueeze(-1), z_pat, z.to(generator.dtype))
 
