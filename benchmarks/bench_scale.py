@@ -162,8 +162,20 @@ def table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+COLORS = {
+    ("gd", False): "#555555",
+    ("gd", True): "#aaaaaa",
+    ("latent-pursuit", False): "#d95f02",
+    ("latent-pursuit", True): "#fdae6b",
+    ("hybrid", False): "#1f4e9c",
+    ("hybrid", True): "#6baed6",
+}
+"""Line colour per (method, pixels missing): a hue per method, lighter with pixels missing."""
+
+
 def plot(report: dict, path: Path) -> None:
-    """Forward-pass equivalents against the output width, one line per (method, dtype, missing)."""
+    """Forward-pass equivalents against the output width, one line per (method, dtype, missing):
+    colour for the method and the mask, dotted for float32."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -173,20 +185,26 @@ def plot(report: dict, path: Path) -> None:
             continue
         key = (row["method"], row["dtype"], row["missing"])
         series.setdefault(key, []).append((row["widths"][-1], row["result"]["forward_pass_equivalents"]))
-    for (method, dtype, missing), points in sorted(series.items()):
+    for (method, dtype, missing), points in sorted(series.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
         xs, ys = zip(*sorted(points))
         label = f"{method}, {dtype}, {'clean' if not missing else f'{100 * missing:.0f}% missing'}"
         fig.add_scatter(
-            x=xs, y=ys, mode="lines+markers", name=label, line={"dash": "dot" if dtype == "float32" else None}
+            x=xs,
+            y=ys,
+            mode="lines+markers",
+            name=label,
+            line={"dash": "dot" if dtype == "float32" else None, "color": COLORS.get((method, bool(missing)))},
+            marker={"symbol": "diamond" if missing else "circle", "size": 8},
         )
+    widths = sorted({tuple(row["widths"]) for row in report["rows"]}, key=lambda w: w[-1])
     fig.update_layout(
-        title=f"Cost against width ({report['device']}): forward-pass equivalents per batch",
-        xaxis_title="output width (generators 20-128-392-784, 64-512-2048-8192, 128-1024-4096-16384)",
-        yaxis_title="forward-pass equivalents",
+        title=f"Cost against width ({report['device']}): forward-pass equivalents per signal",
+        xaxis_title="generator",
+        yaxis_title="forward-pass equivalents (log)",
         template="plotly_white",
     )
-    fig.update_xaxes(type="log")
-    fig.update_yaxes(type="log")
+    fig.update_xaxes(type="log", tickvals=[w[-1] for w in widths], ticktext=["-".join(map(str, w)) for w in widths])
+    fig.update_yaxes(type="log", dtick=1)
     sys.path.insert(0, str(HERE.parent / "docs" / "results"))
     from render import to_png
 
