@@ -243,6 +243,60 @@ def _loss_along(generator, sub, yy, rows, line, za, delta, step: float, which: t
     return 0.5 * (fitted - yy[which]).pow(2).sum(-1)
 
 
+class _Jacobians:
+    """``J^T`` per signal for the Gauss-Newton refit, kept while the signal's pattern holds.
+
+    For a float64 generator J is built (and kept) in float32: building it, the n_0 latent directions
+    pushed through every layer, is the refit's cost, and float32 halves it and the memory it moves.
+    Signals marked :meth:`exact` (an ill-conditioned Gram) get it in float64 from then on.
+    """
+
+    def __init__(self, generator: Generator, rows: torch.Tensor | None, batch: int) -> None:
+        self.generator, self.rows, self.batch = generator, rows, batch
+        self.low = torch.float32 if generator.dtype == torch.float64 else generator.dtype
+        device = generator.device
+        self.precise = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.built = torch.zeros_like(self.precise)
+        self.jt: torch.Tensor | None = None
+        self.held: list[torch.Tensor] = []  # the pattern each signal's J was built on
+
+    def get(self, idx: torch.Tensor, pattern, slopes) -> torch.Tensor:
+        """``J^T`` (len(idx), n_0, m) of the signals ``idx`` on their current ``pattern``."""
+        whole = idx.numel() == self.batch
+        if self.jt is None:
+            m = _layer(self.generator, self.generator.n_layers - 1, self.rows)[0].shape[0]
+            self.jt = torch.empty(self.batch, self.generator.latent_dim, m, dtype=self.low, device=idx.device)
+            self.held = [torch.zeros(self.batch, p.shape[-1], dtype=torch.bool, device=idx.device) for p in pattern]
+        stale = ~self.built[idx]
+        for h, p in zip(self.held, pattern):
+            stale |= (h[idx] != p).any(-1)
+        for precise in (False, True):
+            pick = torch.nonzero(stale & (self.precise[idx] == precise)).flatten()
+            if not pick.numel():
+                continue
+            every = pick.numel() == idx.numel()
+            dtype = self.generator.dtype if precise else self.low
+            sl = slopes if every else [s[pick] for s in slopes]
+            part = _jacobian_t(self.generator, sl, self.rows, dtype, pick.numel()).to(self.jt.dtype)
+            if whole and every:
+                self.jt = part
+            else:
+                self.jt[idx[pick]] = part
+            for h, p in zip(self.held, pattern):
+                h[idx[pick]] = p if every else p[pick]
+            self.built[idx[pick]] = True
+        return self.jt if whole else self.jt[idx]
+
+    def exact(self, which: torch.Tensor) -> None:
+        """Build J in the generator's dtype for the signals ``which`` from their next :meth:`get`."""
+        if self.low == self.generator.dtype or not which.numel():
+            return
+        self.precise[which] = True
+        self.built[which] = False
+        if self.jt is not None:
+            self.jt = self.jt.to(self.generator.dtype)  # the cache holds both precisions from now on
+
+
 def _gauss_newton_chunk(
     generator: Generator,
     obs: Observation,
@@ -259,9 +313,8 @@ def _gauss_newton_chunk(
     the observed outputs, takes the least-squares step and keeps the best of a few step lengths on
     the data-fit loss: the full step first, the shorter ones only where it raises the loss.
 
-    Building J (the n_0 latent directions pushed through every layer) is the refit's cost. It is
-    rebuilt only for signals whose pattern moved, and for a float64 generator it is built in
-    float32 (half the time) while the gradient ``J^T r`` stays exact (one backward pass): the
+    J is rebuilt only for signals whose pattern moved, in float32 for a float64 generator
+    (:class:`_Jacobians`), while the gradient ``J^T r`` stays exact (one backward pass): the
     iteration still converges to the float64 least-squares point, the rounded Gram only slowing
     the last digits by ~cond(J)^2 eps32 per iteration. Signals whose Gram is conditioned too
     poorly for that (:data:`_EXACT_GRAM`) get J in float64. A signal stops when its step falls
@@ -274,16 +327,11 @@ def _gauss_newton_chunk(
     z = z.detach().to(dtype).clone()
     fixed = pattern is not None
     eps = float(torch.finfo(dtype).eps)
-    low = torch.float32 if dtype == torch.float64 else dtype
     rows = _observed_rows(obs)
     if rows is not None:
         rows = rows.to(z.device)
-    batch = z.shape[0]
-    active = torch.ones(batch, dtype=torch.bool, device=z.device)
-    exact = torch.zeros_like(active)  # J in float64 (a float64 generator's ill-conditioned signals)
-    built = torch.zeros_like(active)
-    jt: torch.Tensor | None = None  # J^T per signal, for the pattern in ``held``
-    held: list[torch.Tensor] = []
+    active = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
+    jacobians = _Jacobians(generator, rows, z.shape[0])
     sup_rows = None if out_support is None else (out_support if rows is None else out_support[:, rows])
     ahead = ahead_idx = took_full = None
     stop = 10 * eps if polish else math.sqrt(eps)
@@ -311,28 +359,7 @@ def _gauss_newton_chunk(
         resid = _measured(x, sub, rows) - yy
         now = 0.5 * resid.pow(2).sum(-1)
 
-        whole = idx.numel() == batch
-        if jt is None:
-            jt = torch.empty(batch, generator.latent_dim, pre.shape[-1], dtype=low, device=z.device)
-            held = [torch.zeros(batch, p.shape[-1], dtype=torch.bool, device=z.device) for p in pat]
-        stale = ~built[idx]
-        for h, p in zip(held, pat):
-            stale |= (h[idx] != p).any(-1)
-        for precise in (False, True):
-            pick = torch.nonzero(stale & (exact[idx] == precise)).flatten()
-            if not pick.numel():
-                continue
-            every = pick.numel() == idx.numel()
-            sl = slopes if every else [s[pick] for s in slopes]
-            part = _jacobian_t(generator, sl, rows, dtype if precise else low, pick.numel()).to(jt.dtype)
-            if whole and every:
-                jt = part
-            else:
-                jt[idx[pick]] = part
-            for h, p in zip(held, pat):
-                h[idx[pick]] = p if every else p[pick]
-            built[idx[pick]] = True
-        at = jt if whole else jt[idx]
+        at = jacobians.get(idx, pat, slopes)
         if generator.output_activation.name != "identity":
             at = at * d.to(at.dtype).unsqueeze(1)
         if rows is None:
@@ -341,11 +368,7 @@ def _gauss_newton_chunk(
         grad = _pull(generator, slopes, back * d, rows).double()
         delta, ratio = _direction(at, grad, resid)
         delta = delta.to(dtype)
-        poor = ~exact[idx] & (ratio < _EXACT_GRAM)
-        if low != dtype and bool(poor.any()):
-            exact[idx[poor]] = True
-            built[idx[poor]] = False
-            jt = jt.to(dtype)  # from now on the cache holds both precisions
+        jacobians.exact(idx[~jacobians.precise[idx] & (ratio < _EXACT_GRAM)])
 
         # Affine in z on a fixed pattern: the loss along the direction from one more pass.
         line = (pre, _push(generator, slopes, delta, rows, bias=False), sup) if fixed else None
