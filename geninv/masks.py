@@ -196,7 +196,8 @@ def from_npy(source: str | PathLike[str] | bytes, n: int | None = None) -> np.nd
     if dtype.hasobject or dtype.kind not in "biuf" or dtype.itemsize > 8:
         fail("source", "a .npy file of booleans or 0/1 numbers", f"a .npy file of dtype {dtype}", InvalidMaskError)
     count = math.prod(shape)
-    if count > MAX_MASK_PIXELS or (n is not None and count != n):
+    # (a dimension past the limit is refused even where another is 0: numpy cannot reshape to it)
+    if count > MAX_MASK_PIXELS or max(shape, default=0) > MAX_MASK_PIXELS or (n is not None and count != n):
         fail(
             "source",
             f"a mask of {n if n is not None else f'at most {MAX_MASK_PIXELS}'} entries",
