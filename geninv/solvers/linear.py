@@ -637,34 +637,48 @@ def _solve_on_sets(gram: torch.Tensor, rhs: torch.Tensor, free: torch.Tensor) ->
     k = int(free.sum(-1).max()) if free.numel() else 0
     if k == 0:
         return torch.zeros_like(rhs), torch.ones(batch, dtype=torch.bool, device=rhs.device)
-    size = chunk_size(batch, NNLS_COPIES * k * k * rhs.element_size())
+    size = cache_chunk(batch, NNLS_COPIES * k * k * rhs.element_size(), rhs.device)
     if size < batch:
         if gram.ndim == 2:  # shared by every signal
             return in_chunks(lambda r, f: _solve_on_sets(gram, r, f), size, rhs, free)
         return in_chunks(_solve_on_sets, size, gram, rhs, free)
     order, valid = _leading(free, k)
-    if gram.ndim == 2:
-        sub = gram[order.unsqueeze(-1), order.unsqueeze(-2)]
-    else:
-        idx = torch.arange(batch, device=rhs.device).view(-1, 1, 1)
-        sub = gram[idx, order.unsqueeze(-1), order.unsqueeze(-2)]
-    vv = valid.unsqueeze(-1) & valid.unsqueeze(-2)
-    eye = torch.eye(k, dtype=dtype, device=rhs.device).expand(batch, k, k)
-    scale = torch.diagonal(sub, dim1=-2, dim2=-1).abs().amax(-1).clamp_min(torch.finfo(dtype).tiny)
-    sub = torch.where(vv, sub, eye * scale.view(-1, 1, 1))
-    r = torch.gather(rhs, 1, order) * valid
-    chol, info = cholesky_ex(sub)
+    pad = (~valid).to(dtype)
+
+    def stack(rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The free-set systems (of the signals ``rows``), padded with a scaled identity."""
+        o = order if rows is None else order[rows]
+        if gram.ndim == 2:
+            sub = gram[o.unsqueeze(-1), o.unsqueeze(-2)]
+        else:
+            g = gram if rows is None else gram[rows]
+            sub = g[torch.arange(o.shape[0], device=o.device).view(-1, 1, 1), o.unsqueeze(-1), o.unsqueeze(-2)]
+        v = valid if rows is None else valid[rows]
+        sub.mul_((v.unsqueeze(-1) & v.unsqueeze(-2)).to(dtype))
+        scale = torch.diagonal(sub, dim1=-2, dim2=-1).abs().amax(-1).clamp_min(torch.finfo(dtype).tiny)
+        sub.diagonal(dim1=-2, dim2=-1).add_((pad if rows is None else pad[rows]) * scale.unsqueeze(-1))
+        return sub
+
+    # Factorised in place (the stack is not needed afterwards: the refinement's residual comes from
+    # the full Gram, one product), so the CPU's chunks hold one (k, k) copy per signal, not three.
+    chol, info = cholesky_ex(stack(), overwrite=True)
     ok = info == 0
     if not bool(ok.all()):
-        ridge = eye * (scale * 1e3 * _eps(dtype)).view(-1, 1, 1)
-        chol2, _ = cholesky_ex(sub + ridge)
-        chol = torch.where(ok.view(-1, 1, 1), chol, chol2)
+        bad = torch.nonzero(~ok).flatten()
+        sub = stack(bad)
+        scale = torch.diagonal(sub, dim1=-2, dim2=-1).amax(-1)
+        sub.diagonal(dim1=-2, dim2=-1).add_((scale * 1e3 * _eps(dtype)).unsqueeze(-1))
+        chol[bad] = cholesky_ex(sub, overwrite=True)[0]
+
+    def scatter(sol: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(rhs).scatter_(1, order, sol * valid)
+
+    r = torch.gather(rhs, 1, order) * valid
     sol = chol_solve(r, chol)
-    # one step of iterative refinement on the compact system
-    sol = sol + chol_solve(r - (sub @ sol.unsqueeze(-1)).squeeze(-1), chol)
-    x = torch.zeros_like(rhs)
-    x.scatter_(1, order, sol * valid)
-    return x, ok
+    # one step of iterative refinement
+    gx = scatter(sol) @ gram if gram.ndim == 2 else (gram @ scatter(sol).unsqueeze(-1)).squeeze(-1)
+    sol = sol + chol_solve(torch.gather(rhs - gx, 1, order) * valid, chol)
+    return scatter(sol), ok
 
 
 BPP_TRIES = 10

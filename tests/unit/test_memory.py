@@ -68,9 +68,9 @@ def test_batched_nnls_chunks_its_systems_to_the_budget(monkeypatch):
     sizes = []  # signals per stack of factorised free-set systems
     factor = linear.cholesky_ex
 
-    def spy(mats):
+    def spy(mats, **kw):
         sizes.append(mats.shape)
-        return factor(mats)
+        return factor(mats, **kw)
 
     monkeypatch.setattr(linear, "cholesky_ex", spy)
     whole, kkt_whole = linear.nnls_gram(gram, aty)
