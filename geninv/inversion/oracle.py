@@ -131,35 +131,52 @@ def _loss(generator: Generator, obs: Observation, z: torch.Tensor) -> torch.Tens
     return 0.5 * resid.pow(2).sum(-1)
 
 
+_SINGULAR = 1e-10
+"""A Gram matrix whose smallest Cholesky pivot^2 is at most this fraction of its largest diagonal entry
+(condition above 1e10, e.g. every unit inactive) is too ill-conditioned for the normal equations:
+those signals get the minimum-norm SVD-based solution."""
+
+
+def _normal_equations(at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Cholesky factor (float64) of each Gram ``at at^T`` for ``at`` = A^T (B, n, m), the Gram
+    formed in ``at``'s dtype; and its smallest pivot^2 over its largest diagonal entry (B,), 0 where
+    the factorisation failed."""
+    gram = (at @ at.mT).double()
+    chol, info = torch.linalg.cholesky_ex(gram)
+    scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(gram.dtype).tiny)
+    ratio = torch.diagonal(chol, dim1=-2, dim2=-1).pow(2).amin(-1) / scale
+    return chol, torch.where(info == 0, ratio, torch.zeros_like(ratio))
+
+
+def _svd_lstsq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Minimum-norm least squares per signal, SVD-based on the CPU: (B, m, n), (B, m) -> (B, n)."""
+    driver = "gelsd" if a.device.type == "cpu" else None
+    return torch.linalg.lstsq(a, b.unsqueeze(-1), driver=driver).solution.squeeze(-1)
+
+
 def _lstsq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Least squares per signal: (B, m, n), (B, m) -> (B, n).
 
     A well-conditioned system: normal equations and Cholesky in float64 (n is the latent size, so
     the Gram matrix is tiny; 3x faster than an SVD-based solve on CPU), one refinement step with the
-    residual computed from ``a``. Otherwise, and for the signals whose factorisation fails (a
-    rank-deficient Jacobian, e.g. every unit inactive), the minimum-norm SVD-based solution.
+    residual computed from ``a``. Otherwise (:data:`_SINGULAR`), the minimum-norm SVD-based solution.
     float32 systems are solved in float64 and the solution rounded back: on an H100, torch's batched
-    float32 ``lstsq`` made the Gauss-Newton refit 34x slower than the float64 one (1.8 s against
-    0.05 s for 1024 signals at 60% missing).
+    float32 ``lstsq`` took 34x the float64 time (1.8 s against 0.05 s for 1024 signals at 60%
+    missing, when the refit used this solve).
     """
     if a.dtype == torch.float32:
         return _lstsq(a.double(), b.double()).float()
-    driver = "gelsd" if a.device.type == "cpu" else None
     if a.dtype != torch.float64 or a.shape[-2] < a.shape[-1]:
-        return torch.linalg.lstsq(a, b.unsqueeze(-1), driver=driver).solution.squeeze(-1)
+        return _svd_lstsq(a, b)
     at = a.transpose(-1, -2)
-    gram = at @ a
-    chol, info = torch.linalg.cholesky_ex(gram)
-    scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(a.dtype).tiny)
-    pivots = torch.diagonal(chol, dim1=-2, dim2=-1).pow(2).amin(-1)
-    good = (info == 0) & (pivots > scale * 1e-10)  # condition of the Gram below 1e10: stable enough
+    chol, ratio = _normal_equations(at)
     rhs = (at @ b.unsqueeze(-1)).squeeze(-1)
     x = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
     resid = b - (a @ x.unsqueeze(-1)).squeeze(-1)
     x = x + torch.cholesky_solve((at @ resid.unsqueeze(-1)), chol).squeeze(-1)
-    if not bool(good.all()):
-        bad = torch.nonzero(~good).flatten()
-        x[bad] = torch.linalg.lstsq(a[bad], b[bad].unsqueeze(-1), driver=driver).solution.squeeze(-1)
+    bad = torch.nonzero(ratio <= _SINGULAR).flatten()
+    if bad.numel():
+        x[bad] = _svd_lstsq(a[bad], b[bad])
     return x
 
 
@@ -214,18 +231,11 @@ def _direction(at: torch.Tensor, grad: torch.Tensor, resid: torch.Tensor) -> tup
     Gram formed in its own dtype) and the gradient ``g`` (B, n); the minimum-norm least-squares step
     ``A d = -r`` where A is rank-deficient. Also returns each Gram's smallest Cholesky pivot^2 over its
     largest diagonal entry (B,)."""
-    gram = (at @ at.mT).double()
-    chol, info = torch.linalg.cholesky_ex(gram)
-    scale = torch.diagonal(gram, dim1=-2, dim2=-1).amax(-1).clamp_min(torch.finfo(gram.dtype).tiny)
-    ratio = torch.diagonal(chol, dim1=-2, dim2=-1).pow(2).amin(-1) / scale
-    ratio = torch.where(info == 0, ratio, torch.zeros_like(ratio))
+    chol, ratio = _normal_equations(at)
     delta = -torch.cholesky_solve(grad.unsqueeze(-1), chol).squeeze(-1)
-    bad = torch.nonzero(ratio <= 1e-10).flatten()  # condition of the Gram above 1e10
+    bad = torch.nonzero(ratio <= _SINGULAR).flatten()
     if bad.numel():
-        driver = "gelsd" if at.device.type == "cpu" else None
-        a = at[bad].mT.double()
-        r = resid[bad].double().unsqueeze(-1)
-        delta[bad] = -torch.linalg.lstsq(a, r, driver=driver).solution.squeeze(-1)
+        delta[bad] = -_svd_lstsq(at[bad].mT.double(), resid[bad].double())
     return delta, ratio
 
 
@@ -263,9 +273,7 @@ class _Jacobians:
     def get(self, idx: torch.Tensor, pattern, slopes) -> torch.Tensor:
         """``J^T`` (len(idx), n_0, m) of the signals ``idx`` on their current ``pattern``."""
         whole = idx.numel() == self.batch
-        if self.jt is None:
-            m = _layer(self.generator, self.generator.n_layers - 1, self.rows)[0].shape[0]
-            self.jt = torch.empty(self.batch, self.generator.latent_dim, m, dtype=self.low, device=idx.device)
+        if not self.held:
             self.held = [torch.zeros(self.batch, p.shape[-1], dtype=torch.bool, device=idx.device) for p in pattern]
         stale = ~self.built[idx]
         for h, p in zip(self.held, pattern):
@@ -277,11 +285,13 @@ class _Jacobians:
             every = pick.numel() == idx.numel()
             dtype = self.generator.dtype if precise else self.low
             sl = slopes if every else [s[pick] for s in slopes]
-            part = _jacobian_t(self.generator, sl, self.rows, dtype, pick.numel()).to(self.jt.dtype)
+            part = _jacobian_t(self.generator, sl, self.rows, dtype, pick.numel())
+            if self.jt is None:
+                self.jt = part.new_empty((self.batch, *part.shape[1:]))
             if whole and every:
-                self.jt = part
+                self.jt = part.to(self.jt.dtype)
             else:
-                self.jt[idx[pick]] = part
+                self.jt[idx[pick]] = part.to(self.jt.dtype)
             for h, p in zip(self.held, pattern):
                 h[idx[pick]] = p if every else p[pick]
             self.built[idx[pick]] = True
