@@ -466,7 +466,7 @@ factorised in place; with the per-signal Gram and the products alongside)."""
 
 def _nnls_rows_batch(weight, target, rows, lam, weights, tol) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`nnls_rows` on one chunk."""
-    batch, n = target.shape[0], weight.shape[1]
+    batch = target.shape[0]
     dtype = weight.dtype
     tol = tol if tol is not None else 0.1 * _eps(dtype) ** 0.5
     r = rows.to(dtype) if weights is None else rows.to(dtype) * weights
@@ -483,33 +483,41 @@ def _nnls_rows_batch(weight, target, rows, lam, weights, tol) -> tuple[torch.Ten
         gram = a.transpose(-1, -2) @ a
     aty = (tt * r) @ weight  # = a^T (r * t), per signal
     exact = float(lam_t.abs().max()) == 0.0  # plain NNLS, which scipy solves too
-    if exact and _scipy_first(weight.device):
-        x = torch.zeros(batch, n, dtype=dtype, device=weight.device)
-        if bool(_scipy_nnls(a, tt, r, shared, x, list(range(batch))).all()):
-            return x, _nnls_kkt(gram, aty, lam_t, x, tol)
-    # Batched block principal pivoting, warm-started from the least-squares solution's support; the
-    # signals it does not solve within BATCHED_NNLS_ITER iterations go to scipy when it can take them.
+    # Batched block principal pivoting, warm-started from the least-squares solution's support; for
+    # plain NNLS, the signals it does not solve (within the plan's rounds, or with a singular free-set
+    # system where the plan says so) go to scipy.
+    rounds, give_up_singular = _nnls_plan(weight.device) if exact else (None, False)
     x0, _ = lstsq_rows(weight, target, rows, weights=weights)
-    x, kkt = nnls_gram(gram, aty, lam=lam_t, x0=x0, tol=tol, max_iter=BATCHED_NNLS_ITER if exact else None)
+    x, kkt = nnls_gram(gram, aty, lam=lam_t, x0=x0, tol=tol, max_iter=rounds, give_up_singular=give_up_singular)
     if bool((~kkt).any()) and exact:
         _scipy_nnls(a, tt, r, shared, x, torch.nonzero(~kkt).flatten().tolist())
         kkt = _nnls_kkt(gram, aty, lam_t, x, tol)
     return x, kkt
 
 
-def _scipy_first(device: torch.device) -> bool:
-    """On the CPU, scipy's exact active-set NNLS (compiled, one signal at a time) goes first: the batched
-    solver is faster where its free-set systems settle (60% missing, 1024 signals, one thread: 10.5 ms
-    per signal against 19.3) but far slower where they do not (70% missing: 122 against 39, its 64
-    rounds before scipy takes over). On a GPU the batched solver goes first."""
-    return device.type == "cpu"
+def _nnls_plan(device: torch.device) -> tuple[int, bool]:
+    """For plain NNLS: the rounds of :func:`nnls_gram` before scipy takes the signals left, and whether
+    a signal whose free-set system turns singular goes to scipy at once.
+
+    On a GPU, ``BATCHED_NNLS_ITER`` rounds (scipy means a copy to the CPU). On the CPU, where scipy is
+    at hand, ``CPU_NNLS_ITER`` rounds, and a singular system hands the signal over: a singular free set
+    is larger than the rows' rank, the regime where block principal pivoting wanders (65% and 70% of
+    784 pixels missing: no signal of 128 settled in 64 rounds, 117 ms per signal against scipy's 32
+    and 40 alone), while at 60% missing no free-set system was singular and most signals settle
+    within 7 rounds."""
+    return (CPU_NNLS_ITER, True) if device.type == "cpu" else (BATCHED_NNLS_ITER, False)
 
 
 BATCHED_NNLS_ITER = 64
-"""Iterations of :func:`nnls_gram` before the plain-NNLS signals it has not solved go to scipy (a GPU
-copies them to the CPU). With 60% of 784 pixels missing it needs at most 56 at batch 1024; with 70%
-missing its free-set systems are singular (235 rows, 392 unknowns) and it solved none of 64 signals
-in 400 iterations, where it used to run its full 5 n."""
+"""Iterations of :func:`nnls_gram` on a GPU before the plain-NNLS signals it has not solved go to
+scipy. With 60% of 784 pixels missing it needs at most 56 at batch 1024; with 70% missing its
+free-set systems are singular (235 rows, 392 unknowns) and it solved none of 64 signals in 400
+iterations, where it used to run its full 5 n."""
+
+CPU_NNLS_ITER = 12
+"""Iterations of :func:`nnls_gram` on the CPU before scipy takes the plain-NNLS signals left: the last
+few signals of a batch go one exchange per round, which costs a round of the whole solver's
+overhead each, against ~16 ms per signal in scipy."""
 
 
 def _scipy_nnls(a, tt, r, shared: bool, x: torch.Tensor, signals: list[int]) -> torch.Tensor:
@@ -633,7 +641,21 @@ def _violations(weight, target, off_rows, x, tol) -> torch.Tensor:
     return (excess > tol.unsqueeze(-1)).sum(-1)
 
 
-def _solve_on_sets(gram: torch.Tensor, rhs: torch.Tensor, free: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _workspace(work: dict | None, name: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A flat tensor of ``numel`` entries, kept in ``work`` (when given) and reused by later calls
+    that fit in it. On the CPU a fresh temporary of tens of MB comes as new pages, faulted in one by
+    one: a third of the time of the batched NNLS's free-set solves."""
+    if work is None:
+        return torch.empty(numel, dtype=dtype, device=device)
+    buf = work.get(name)
+    if buf is None or buf.numel() < numel or buf.dtype != dtype:
+        buf = work[name] = torch.empty(numel, dtype=dtype, device=device)
+    return buf[:numel]
+
+
+def _solve_on_sets(
+    gram: torch.Tensor, rhs: torch.Tensor, free: torch.Tensor, work: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve ``gram[F, F] x_F = rhs_F`` per signal (x zero outside F), batched on compact systems.
 
     Each signal's free set is gathered into the leading block of a ``(B, k, k)`` stack (k = the
@@ -641,8 +663,10 @@ def _solve_on_sets(gram: torch.Tensor, rhs: torch.Tensor, free: torch.Tensor) ->
     singular system (a free set larger than the rank) is solved with a tiny ridge and ``ok`` False.
     The stacks go in chunks of signals that the memory budget holds (``NNLS_COPIES`` (k, k) matrices
     per signal): with 60% of 784 pixels missing, one batch of 1024 took 6 GiB of GPU memory.
+    ``work``: a dict in which the stack and its gather index are kept for the next call
+    (:func:`_workspace`); the factor returned by one call is overwritten by the next.
     """
-    batch = rhs.shape[0]
+    batch, n = rhs.shape
     dtype = rhs.dtype
     k = int(free.sum(-1).max()) if free.numel() else 0
     if k == 0:
@@ -650,21 +674,29 @@ def _solve_on_sets(gram: torch.Tensor, rhs: torch.Tensor, free: torch.Tensor) ->
     size = cache_chunk(batch, NNLS_COPIES * k * k * rhs.element_size(), rhs.device)
     if size < batch:
         if gram.ndim == 2:  # shared by every signal
-            return in_chunks(lambda r, f: _solve_on_sets(gram, r, f), size, rhs, free)
-        return in_chunks(_solve_on_sets, size, gram, rhs, free)
+            return in_chunks(lambda r, f: _solve_on_sets(gram, r, f, work), size, rhs, free)
+        return in_chunks(lambda g, r, f: _solve_on_sets(g, r, f, work), size, gram, rhs, free)
     order, valid = _leading(free, k)
     pad = (~valid).to(dtype)
 
     def stack(rows: torch.Tensor | None = None) -> torch.Tensor:
-        """The free-set systems (of the signals ``rows``), padded with a scaled identity."""
+        """The free-set systems (of the signals ``rows``), padded with a scaled identity; the whole
+        batch's in ``work``."""
         o = order if rows is None else order[rows]
-        if gram.ndim == 2:
-            sub = gram[o.unsqueeze(-1), o.unsqueeze(-2)]
-        else:
-            g = gram if rows is None else gram[rows]
-            sub = g[torch.arange(o.shape[0], device=o.device).view(-1, 1, 1), o.unsqueeze(-1), o.unsqueeze(-2)]
-        v = valid if rows is None else valid[rows]
-        sub.mul_((v.unsqueeze(-1) & v.unsqueeze(-2)).to(dtype))
+        b, keep = o.shape[0], work if rows is None else None
+        # One flat index_select: a third of the time of two-dimensional advanced indexing on the CPU.
+        g = gram if gram.ndim == 2 or rows is None else gram[rows]
+        index_dtype = torch.int32 if g.numel() < 2**31 else torch.int64
+        idx = _workspace(keep, "index", b * k * k, index_dtype, o.device).view(b, k, k)
+        o = o.to(index_dtype)
+        torch.add((o * n).unsqueeze(-1), o.unsqueeze(-2), out=idx)
+        if gram.ndim == 3:
+            idx += torch.arange(b, device=o.device, dtype=index_dtype).view(-1, 1, 1) * (n * n)
+        sub = _workspace(keep, "stack", b * k * k, dtype, o.device)
+        torch.index_select(g.reshape(-1), 0, idx.view(-1), out=sub)
+        sub = sub.view(b, k, k)
+        v = (valid if rows is None else valid[rows]).to(dtype)
+        sub.mul_(v.unsqueeze(-1)).mul_(v.unsqueeze(-2))
         scale = torch.diagonal(sub, dim1=-2, dim2=-1).abs().amax(-1).clamp_min(torch.finfo(dtype).tiny)
         sub.diagonal(dim1=-2, dim2=-1).add_((pad if rows is None else pad[rows]) * scale.unsqueeze(-1))
         return sub
@@ -707,6 +739,7 @@ def nnls_gram(
     x0: torch.Tensor | None = None,
     max_iter: int | None = None,
     tol: float | None = None,
+    give_up_singular: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched non-negative least squares by block principal pivoting (Kim & Park 2011).
 
@@ -717,7 +750,8 @@ def nnls_gram(
     feasibility; when that stops reducing their number, ``BPP_TRIES`` more tries are allowed, then only
     the largest such index is exchanged (the backup rule that guarantees termination).
     ``x0`` (its positive entries) is the starting free set, e.g. a least-squares solution.
-    Returns ``(x, kkt_ok)``.
+    ``give_up_singular``: a signal whose free-set system is singular stops there (for a caller with
+    another solver at hand). Returns ``(x, kkt_ok)``.
     """
     batch, n = aty.shape
     dtype = aty.dtype
@@ -732,12 +766,13 @@ def nnls_gram(
     done = torch.zeros(batch, dtype=torch.bool, device=aty.device)
     scale = aty.abs().amax(-1, keepdim=True).clamp_min(1.0)
     ar = torch.arange(n, device=aty.device)
+    work: dict = {}  # the free-set solves' stacks, reused from one iteration to the next
     for _ in range(max_iter):
         todo = torch.nonzero(~done).flatten()
         if todo.numel() == 0:
             break
         g = gram if gram.ndim == 2 else gram[todo]
-        xs, _ = _solve_on_sets(g, b[todo], free[todo])
+        xs, regular = _solve_on_sets(g, b[todo], free[todo], work)
         grad = (xs @ g) if g.ndim == 2 else (g @ xs.unsqueeze(-1)).squeeze(-1)
         y = grad - b[todo]  # the dual: >= 0 where x is held at zero
         f = free[todo]
@@ -754,7 +789,7 @@ def nnls_gram(
         single = bad & (ar == last)
         flip = torch.where(full.unsqueeze(-1), bad, single) & ~finished.unsqueeze(-1)
         free[todo] = f ^ flip
-        done[todo] = finished
+        done[todo] = finished | (~regular if give_up_singular else False)
     grad_all = (x @ gram) if gram.ndim == 2 else (gram @ x.unsqueeze(-1)).squeeze(-1)
     g = grad_all - b
     on = x > 0

@@ -133,22 +133,27 @@ def test_least_squares_on_a_column_support_is_exact_and_compact():
 
 
 def _gpu_order(monkeypatch):
-    """The GPU's order on the CPU: the batched NNLS first, scipy only for what it leaves; returns the
-    spies' records (batched iterations, signals sent to scipy)."""
+    """The GPU's plan on the CPU: BATCHED_NNLS_ITER rounds of the batched NNLS, scipy for what it
+    leaves; returns the spies' records (batched iterations, signals sent to scipy)."""
+    return _spies(monkeypatch, gpu=True)
+
+
+def _spies(monkeypatch, gpu: bool):
     from geninv.solvers import linear
 
     seen = {"iterations": 0, "scipy": 0}
     solve, scipy_nnls = linear._solve_on_sets, linear._scipy_nnls
 
-    def count_solve(gram, rhs, free):
+    def count_solve(gram, rhs, free, work=None):
         seen["iterations"] += 1
-        return solve(gram, rhs, free)
+        return solve(gram, rhs, free, work)
 
     def count_scipy(a, tt, r, shared, x, signals):
         seen["scipy"] += len(signals)
         return scipy_nnls(a, tt, r, shared, x, signals)
 
-    monkeypatch.setattr(linear, "_scipy_first", lambda device: False)
+    if gpu:
+        monkeypatch.setattr(linear, "_nnls_plan", lambda device: (linear.BATCHED_NNLS_ITER, False))
     monkeypatch.setattr(linear, "_solve_on_sets", count_solve)
     monkeypatch.setattr(linear, "_scipy_nnls", count_scipy)
     return seen
@@ -189,3 +194,31 @@ def test_signals_the_batched_nnls_cannot_solve_go_to_scipy(monkeypatch):
     for b in range(6):
         ref = nnls(p.weight.numpy()[keep], p.shifted_target[b].numpy()[keep], maxiter=50 * 392)[0]
         np.testing.assert_allclose(x[b].numpy(), ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("missing", [0.6, 0.7])
+def test_the_cpu_hands_wandering_signals_to_scipy(monkeypatch, missing):
+    """The CPU's plan: at most CPU_NNLS_ITER rounds of block principal pivoting, and a signal whose
+    free-set system turns singular (more free variables than the rows' rank: 70% missing, 235 rows)
+    goes to scipy at once. At 60% missing the batched solver keeps nearly every signal; at 70% scipy
+    takes them all, after fewer rounds than the cap. Either way the result is scipy's NNLS."""
+    from scipy.optimize import nnls
+
+    from geninv.inversion._layerwise import output_problem
+    from geninv.solvers import linear
+
+    seen = _spies(monkeypatch, gpu=False)
+    G = geninv.Generator.random([20, 128, 392, 784], seed=3)
+    obs = geninv.observe(G, G.sample_latent(32, seed=1), mask=geninv.masks.random_pixels(784, missing, seed=2))
+    p = output_problem(G, obs)
+    x, kkt = linear.nnls_rows(p.weight, p.shifted_target, p.rows)
+    assert 0 < seen["iterations"] <= linear.CPU_NNLS_ITER
+    if missing == 0.6:
+        assert seen["scipy"] <= 4
+    else:
+        assert seen["scipy"] == 32 and seen["iterations"] < linear.CPU_NNLS_ITER
+    assert bool(kkt.all())
+    keep = p.rows[0].numpy()
+    for b in range(32):
+        ref = nnls(p.weight.numpy()[keep], p.shifted_target[b].numpy()[keep], maxiter=50 * 392)[0]
+        np.testing.assert_allclose(x[b].numpy(), ref, rtol=0, atol=1e-10)
