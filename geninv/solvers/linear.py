@@ -181,9 +181,13 @@ def lstsq_rows(
     True when the restricted matrix has full column rank (the solution is unique).
     """
     batch, n = target.shape[0], weight.shape[1]
-    if batch > 1 and cols is None and rows_shared(rows, weights):
-        # Every signal uses the same rows (a fixed mask): one factorization serves the batch.
-        x1, det1 = _lstsq_shared(weight[rows[0]], (target * rows)[:, rows[0]], refine)
+    if batch > 1 and rows_shared(rows, weights):
+        # Every signal uses the same rows (a fixed mask): one factorization (or one Gram matrix, where
+        # the columns differ) serves the batch.
+        a, t = weight[rows[0]], (target * rows)[:, rows[0]]
+        if cols is not None:
+            return _lstsq_cols_shared(a, t, cols, refine)
+        x1, det1 = _lstsq_shared(a, t, refine)
         return x1, det1.expand(batch).clone()
     size = cache_chunk(batch, (weight.shape[0] + 2 * n) * n * weight.element_size(), weight.device)
     return in_chunks(
@@ -334,6 +338,18 @@ def _lstsq_mixed(weight: torch.Tensor, target: torch.Tensor, rw: torch.Tensor, a
     # Well conditioned in float32 is well conditioned in float64: determined when rows suffice.
     n_rows = (rw != 0).sum(-1)
     return torch.where(done.unsqueeze(-1), x, torch.zeros_like(x)), done, done & (n_rows >= n)
+
+
+def _lstsq_cols_shared(a: torch.Tensor, t: torch.Tensor, cols: torch.Tensor, refine: int):
+    """Least squares with the rows ``a`` (m, n) shared by every signal, each on its own columns ``cols``
+    (B, n), x zero elsewhere: each signal's normal equations are gathered from the one Gram ``a^T a``
+    (m n^2 once, instead of m c^2 per signal for c columns) and solved by :func:`_solve_on_sets`.
+    latent-pursuit's least squares on the support of its NNLS (314 rows, ~200 columns, 1024 signals,
+    one thread) went from 2.6 s to 0.63 s, with the same accuracy. Returns ``(x, determined)`` as
+    :func:`lstsq_rows`."""
+    m, n = a.shape
+    x, regular = _solve_on_sets(a.T @ a, t @ a, cols.bool(), refine=refine, rank_tol=gram_rank_tol(a.dtype, n))
+    return x, regular & (cols.sum(-1) <= m)
 
 
 def _lstsq_shared(a: torch.Tensor, t: torch.Tensor, refine: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -654,7 +670,13 @@ def _workspace(work: dict | None, name: str, numel: int, dtype: torch.dtype, dev
 
 
 def _solve_on_sets(
-    gram: torch.Tensor, rhs: torch.Tensor, free: torch.Tensor, work: dict | None = None
+    gram: torch.Tensor,
+    rhs: torch.Tensor,
+    free: torch.Tensor,
+    work: dict | None = None,
+    *,
+    refine: int = 1,
+    rank_tol: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Solve ``gram[F, F] x_F = rhs_F`` per signal (x zero outside F), batched on compact systems.
 
@@ -664,7 +686,9 @@ def _solve_on_sets(
     The stacks go in chunks of signals that the memory budget holds (``NNLS_COPIES`` (k, k) matrices
     per signal): with 60% of 784 pixels missing, one batch of 1024 took 6 GiB of GPU memory.
     ``work``: a dict in which the stack and its gather index are kept for the next call
-    (:func:`_workspace`); the factor returned by one call is overwritten by the next.
+    (:func:`_workspace`). ``refine``: steps of iterative refinement. ``rank_tol``: ``ok`` also asks
+    the smallest pivot^2 to exceed ``rank_tol`` times the largest diagonal entry (as
+    :func:`gram_rank_tol`).
     """
     batch, n = rhs.shape
     dtype = rhs.dtype
@@ -673,9 +697,10 @@ def _solve_on_sets(
         return torch.zeros_like(rhs), torch.ones(batch, dtype=torch.bool, device=rhs.device)
     size = cache_chunk(batch, NNLS_COPIES * k * k * rhs.element_size(), rhs.device)
     if size < batch:
+        options = {"refine": refine, "rank_tol": rank_tol}
         if gram.ndim == 2:  # shared by every signal
-            return in_chunks(lambda r, f: _solve_on_sets(gram, r, f, work), size, rhs, free)
-        return in_chunks(lambda g, r, f: _solve_on_sets(g, r, f, work), size, gram, rhs, free)
+            return in_chunks(lambda r, f: _solve_on_sets(gram, r, f, work, **options), size, rhs, free)
+        return in_chunks(lambda g, r, f: _solve_on_sets(g, r, f, work, **options), size, gram, rhs, free)
     order, valid = _leading(free, k)
     pad = (~valid).to(dtype)
 
@@ -699,17 +724,20 @@ def _solve_on_sets(
         sub.mul_(v.unsqueeze(-1)).mul_(v.unsqueeze(-2))
         scale = torch.diagonal(sub, dim1=-2, dim2=-1).abs().amax(-1).clamp_min(torch.finfo(dtype).tiny)
         sub.diagonal(dim1=-2, dim2=-1).add_((pad if rows is None else pad[rows]) * scale.unsqueeze(-1))
-        return sub
+        return sub, scale
 
     # Factorised in place (the stack is not needed afterwards: the refinement's residual comes from
     # the full Gram, one product), so the CPU's chunks hold one (k, k) copy per signal, not three.
-    chol, info = cholesky_ex(stack(), overwrite=True)
+    sub, scale = stack()
+    chol, info = cholesky_ex(sub, overwrite=True)
     ok = info == 0
-    if not bool(ok.all()):
-        bad = torch.nonzero(~ok).flatten()
-        sub = stack(bad)
-        scale = torch.diagonal(sub, dim1=-2, dim2=-1).amax(-1)
-        sub.diagonal(dim1=-2, dim2=-1).add_((scale * 1e3 * _eps(dtype)).unsqueeze(-1))
+    if rank_tol is not None:
+        ok &= torch.diagonal(chol, dim1=-2, dim2=-1).pow(2).amin(-1) > scale * rank_tol
+    if not bool((info == 0).all()):
+        bad = torch.nonzero(info != 0).flatten()
+        sub, _ = stack(bad)
+        top = torch.diagonal(sub, dim1=-2, dim2=-1).amax(-1)
+        sub.diagonal(dim1=-2, dim2=-1).add_((top * 1e3 * _eps(dtype)).unsqueeze(-1))
         chol[bad] = cholesky_ex(sub, overwrite=True)[0]
 
     def scatter(sol: torch.Tensor) -> torch.Tensor:
@@ -717,9 +745,9 @@ def _solve_on_sets(
 
     r = torch.gather(rhs, 1, order) * valid
     sol = chol_solve(r, chol)
-    # one step of iterative refinement
-    gx = scatter(sol) @ gram if gram.ndim == 2 else (gram @ scatter(sol).unsqueeze(-1)).squeeze(-1)
-    sol = sol + chol_solve(torch.gather(rhs - gx, 1, order) * valid, chol)
+    for _ in range(refine):
+        gx = scatter(sol) @ gram if gram.ndim == 2 else (gram @ scatter(sol).unsqueeze(-1)).squeeze(-1)
+        sol = sol + chol_solve(torch.gather(rhs - gx, 1, order) * valid, chol)
     return scatter(sol), ok
 
 

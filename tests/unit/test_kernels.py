@@ -123,6 +123,34 @@ def test_shared_rows_too_few_give_the_minimum_norm_solution(dtype):
     assert none.shape == (300, 160) and not bool(none.any())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shared_rows_on_each_signals_columns(dtype):
+    """Shared rows, each signal on its own columns (latent-pursuit's solve on the support its NNLS
+    found): gathered from one Gram matrix, equal to each signal's own least squares, zero outside its
+    columns; a signal with more columns than rows, or with two columns equal to 1e-7, is not
+    determined."""
+    gen = torch.Generator().manual_seed(11)
+    m, n, batch = 90, 140, 40
+    weight = torch.randn(200, n, generator=gen, dtype=torch.float64)
+    weight[:, 9] = weight[:, 4] + 1e-7 * torch.randn(200, generator=gen, dtype=torch.float64)  # nearly equal
+    rows = torch.zeros(batch, 200, dtype=torch.bool)
+    rows[:, torch.randperm(200, generator=gen)[:m]] = True
+    cols = torch.rand(batch, n, generator=gen) < 0.45
+    cols[:, 9] = False
+    cols[0] = torch.rand(n, generator=gen) < 0.8  # more columns than rows
+    cols[1, [4, 9]] = True  # nearly equal columns
+    target = torch.randn(batch, 200, generator=gen, dtype=torch.float64)
+    x, det = linear.lstsq_rows(weight.to(dtype), target.to(dtype), rows, cols)
+    assert linear.rows_shared(rows) and x.dtype == dtype
+    assert det.tolist() == [False, False] + [True] * (batch - 2)
+    assert not bool((x * ~cols).any())
+    a = weight[rows[0]]
+    for b in range(2, batch):
+        ref = torch.linalg.lstsq(a[:, cols[b]], target[b, rows[0]].unsqueeze(-1)).solution.squeeze(-1)
+        tol = 1e-10 if dtype == torch.float64 else 2e-3
+        torch.testing.assert_close(x[b, cols[b]].double(), ref, rtol=tol, atol=tol * float(ref.abs().max()))
+
+
 def test_blas_threads_are_restored_after_every_call():
     """The LAPACK loops run scipy's BLAS on one thread and give the setting back."""
     before = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()]
