@@ -585,14 +585,22 @@ class Generator(nn.Module):
         z, _ = self._check_latent(z)
         return self._trace(z)
 
-    def _trace(self, z: torch.Tensor) -> Trace:
+    def _trace(self, z: torch.Tensor, out_rows: torch.Tensor | None = None) -> Trace:
         """:meth:`trace` without its checks, for a batch ``z`` (B, n_0) of the generator's dtype
-        (non-finite entries pass through)."""
+        (non-finite entries pass through). ``out_rows`` (indices into the output): the last layer is
+        computed on those outputs only, e.g. the observed pixels of a refit (the output layer is
+        most of a forward pass)."""
         pres, acts, sups = [], [], []
         x = z
+        last = self.n_layers - 1
         with torch.no_grad():
             for i in range(self.n_layers):
-                pre = self.pre_activation(i, x)
+                if i == last and out_rows is not None:
+                    pre = self.operator(i).restrict(out_rows).forward(x)
+                    b = self.bias(i)
+                    pre = pre if b is None else pre + b[out_rows.to(b.device)]
+                else:
+                    pre = self.pre_activation(i, x)
                 act = self.activation(i)
                 x = act(pre)
                 pres.append(pre)

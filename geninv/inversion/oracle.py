@@ -361,10 +361,10 @@ def _gauss_newton_chunk(
             if ahead is not None and bool(took_full[(pos := torch.searchsorted(ahead_idx, idx))].all()):
                 trace = ahead[pos]  # every signal took its full step: the trace computed there
             else:
-                trace = generator._trace(za)
+                trace = generator._trace(za, rows)
             pat = trace.supports[:-1]
             slopes = _slopes(generator, pat, dtype)
-            pre = trace.pre_activations[-1] if rows is None else trace.pre_activations[-1][:, rows]
+            pre = trace.pre_activations[-1]  # on the observed rows
         x, d = _output(generator, pre, sup)
         resid = _measured(x, sub, rows) - yy
         now = 0.5 * resid.pow(2).sum(-1)
@@ -387,8 +387,8 @@ def _gauss_newton_chunk(
         if fixed:
             first = _loss_along(generator, sub, yy, rows, line, za, delta, _STEPS[0], everyone)
         else:  # the full step's trace, kept: it is the next iteration's where the full step is taken
-            ahead, ahead_idx = generator._trace(za + delta), idx
-            first = 0.5 * (sub.operator.forward(ahead.activations[-1]) - yy).pow(2).sum(-1)
+            ahead, ahead_idx = generator._trace(za + delta, rows), idx
+            first = 0.5 * (_measured(ahead.activations[-1], sub, rows) - yy).pow(2).sum(-1)
         losses[0] = torch.where(torch.isfinite(first), first, torch.full_like(now, math.inf))
         # (the loss's rounding error: eps ||r|| ||y|| for each residual entry computed from y)
         level = 8 * eps * (torch.sqrt(2 * now.abs()) * torch.linalg.vector_norm(yy, dim=-1) + now.abs())

@@ -24,6 +24,29 @@ def test_trace_agrees_with_forward(hidden, output, bias):
         assert torch.equal(tr.supports[0], tr.activations[0] > 0)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Generator.random([5, 17, 40, 60], seed=3, bias=True, output="sigmoid"),
+        lambda: Generator.random_conv(3, [3, 2, 1], size=2, seed=0, bias=True, output="sigmoid"),
+    ],
+    ids=["dense", "conv"],
+)
+def test_trace_on_output_rows(make):
+    """The refit's trace on the observed outputs only: hidden layers as in the full trace, the last
+    layer's pre-activation and output equal to the full ones on those rows (bias included)."""
+    G = make()
+    z = G.sample_latent(6, seed=1)
+    full = G._trace(z)
+    rows = torch.tensor([0, 3, 4, G.output_dim - 1])
+    part = G._trace(z, rows)
+    for a, b in zip(part.supports[:-1], full.supports[:-1]):
+        assert torch.equal(a, b)
+    assert part.pre_activations[-1].shape == (6, 4)
+    torch.testing.assert_close(part.pre_activations[-1], full.pre_activations[-1][:, rows], rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(part.activations[-1], full.activations[-1][:, rows], rtol=1e-14, atol=1e-14)
+
+
 def test_single_latent_and_float32():
     G = Generator.random([4, 10, 20], seed=0, dtype=torch.float32)
     z = G.sample_latent(1, seed=0)[0]
