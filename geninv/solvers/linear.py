@@ -458,10 +458,10 @@ def nnls_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Non-negative (Lasso) least squares ``min 0.5||W[rows] x - t||^2 + lam * sum(x), x >= 0``.
 
-    With ``lam == 0`` on the CPU: scipy's exact active-set NNLS per signal. Otherwise (a Lasso
-    weight, or a GPU): the batched block-principal-pivoting solver :func:`nnls_gram`, warm-started
-    from the least-squares solution; when ``lam == 0``, signals whose KKT conditions it does not meet
-    within ``BATCHED_NNLS_ITER`` iterations go to scipy's NNLS. Returns ``(x, kkt_ok)``.
+    The batched block-principal-pivoting solver :func:`nnls_gram`, warm-started from the
+    least-squares solution; when ``lam == 0``, the signals it does not solve under the device's plan
+    (:func:`_nnls_plan`: its rounds, and on the CPU a singular free-set system) go to scipy's exact
+    active-set NNLS. Returns ``(x, kkt_ok)``.
 
     Rows that differ between signals mean a Gram matrix per signal: those signals go in chunks that
     the memory budget holds (the batched solver's own systems are chunked in :func:`_solve_on_sets`).
