@@ -60,6 +60,17 @@ def _one(args: argparse.Namespace) -> dict:
     obs = geninv.observe(G, G.sample_latent(args.batch, seed=1), mask=mask)
     fwd = forward_seconds(G, args.batch)
     options = {"n_iter": args.gd_iter} if args.method == "gd" else {}
+
+    def timed():
+        """The inversion of the whole batch and its wall time (synchronised on a GPU)."""
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = geninv.invert(G, obs, args.method, **options)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - start
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         first = None
@@ -67,19 +78,11 @@ def _one(args: argparse.Namespace) -> dict:
             # The first call at full size pays one-time costs (lazily loaded kernels, the caching
             # allocator's first blocks): reported apart, as first_call_ms_per_signal; the timed
             # call is the second.
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            geninv.invert(G, obs, args.method, **options)
-            torch.cuda.synchronize()
-            first = time.perf_counter() - start
+            _, first = timed()
             torch.cuda.reset_peak_memory_stats()
         else:
             geninv.invert(G, obs[0:2], args.method, **options)  # warm-up
-        start = time.perf_counter()
-        res = geninv.invert(G, obs, args.method, **options)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        res, seconds = timed()
     err = latent_error(res.z_hat, obs.z_true)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()

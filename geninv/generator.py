@@ -585,6 +585,15 @@ class Generator(nn.Module):
         z, _ = self._check_latent(z)
         return self._trace(z)
 
+    def _layer_on(self, i: int, out_rows: torch.Tensor | None) -> tuple[LinearOperator, torch.Tensor | None]:
+        """Layer ``i``'s operator and bias; the last layer's restricted to the outputs ``out_rows``
+        (indices) when given."""
+        op, b = self.operator(i), self.bias(i)
+        if i == self.n_layers - 1 and out_rows is not None:
+            op = op.restrict(out_rows)
+            b = None if b is None else b[out_rows.to(b.device)]
+        return op, b
+
     def _trace(self, z: torch.Tensor, out_rows: torch.Tensor | None = None) -> Trace:
         """:meth:`trace` without its checks, for a batch ``z`` (B, n_0) of the generator's dtype
         (non-finite entries pass through). ``out_rows`` (indices into the output): the last layer is
@@ -596,9 +605,8 @@ class Generator(nn.Module):
         with torch.no_grad():
             for i in range(self.n_layers):
                 if i == last and out_rows is not None:
-                    pre = self.operator(i).restrict(out_rows).forward(x)
-                    b = self.bias(i)
-                    pre = pre if b is None else pre + b[out_rows.to(b.device)]
+                    op, b = self._layer_on(i, out_rows)
+                    pre = op.forward(x) if b is None else op.forward(x) + b
                 else:
                     pre = self.pre_activation(i, x)
                 act = self.activation(i)

@@ -25,6 +25,7 @@ import torch
 from geninv._memory import chunks
 from geninv.generator import Generator
 from geninv.observation import Observation
+from geninv.solvers.linear import lstsq_svd
 
 _STEPS = (1.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 64, 1 / 256)
 """Line-search step lengths tried (all at once, batched) along each Gauss-Newton direction."""
@@ -43,15 +44,6 @@ def _slopes(generator: Generator, pattern: tuple[torch.Tensor, ...], dtype: torc
     return out
 
 
-def _layer(generator: Generator, i: int, out_rows: torch.Tensor | None):
-    """Layer ``i``'s operator and bias, the last one restricted to ``out_rows`` when given."""
-    op, b = generator.operator(i), generator.bias(i)
-    if i == generator.n_layers - 1 and out_rows is not None:
-        op = op.restrict(out_rows)
-        b = None if b is None else b[out_rows.to(b.device)]
-    return op, b
-
-
 def _push(generator, slopes, h, out_rows, *, start: int = 0, bias: bool = True) -> torch.Tensor:
     """Layers ``start`` .. L-1 on the fixed ``slopes`` from ``h`` (B, ..., n_start): the last
     pre-activation (its ``out_rows``), affine in the input; ``bias=False`` gives its linear part."""
@@ -59,7 +51,7 @@ def _push(generator, slopes, h, out_rows, *, start: int = 0, bias: bool = True) 
         if i:
             s = slopes[i - 1]
             h = h * s.reshape(s.shape[0], *([1] * (h.ndim - 2)), s.shape[-1]).to(h.dtype)
-        op, b = _layer(generator, i, out_rows)
+        op, b = generator._layer_on(i, out_rows)
         h = op.forward(h)
         if bias and b is not None:
             h = h + b.to(h.dtype)
@@ -70,7 +62,7 @@ def _pull(generator, slopes, v: torch.Tensor, out_rows) -> torch.Tensor:
     """``J^T v`` for the affine map of the last pre-activation (its ``out_rows``) on ``slopes``:
     one backward pass, (B, m) -> (B, n_0)."""
     for i in reversed(range(generator.n_layers)):
-        op, _ = _layer(generator, i, out_rows)
+        op, _ = generator._layer_on(i, out_rows)
         v = op.adjoint(v)
         if i:
             v = v * slopes[i - 1].to(v.dtype)
@@ -82,7 +74,7 @@ def _jacobian_t(generator, slopes, out_rows, dtype: torch.dtype, batch: int) -> 
     ``dtype``: the n_0 unit directions of the latent pushed through the layers' operators
     (``forward`` only, so any layer of the linear-operator contract works, dense or not)."""
     eye = torch.eye(generator.latent_dim, dtype=dtype, device=generator.device)
-    op, _ = _layer(generator, 0, out_rows)
+    op, _ = generator._layer_on(0, out_rows)
     first = op.forward(eye).unsqueeze(0).expand(batch, -1, -1)  # row j is the image of e_j
     return _push(generator, slopes, first, out_rows, start=1, bias=False)
 
@@ -149,9 +141,8 @@ def _normal_equations(at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _svd_lstsq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Minimum-norm least squares per signal, SVD-based on the CPU: (B, m, n), (B, m) -> (B, n)."""
-    driver = "gelsd" if a.device.type == "cpu" else None
-    return torch.linalg.lstsq(a, b.unsqueeze(-1), driver=driver).solution.squeeze(-1)
+    """Minimum-norm least squares per signal: (B, m, n), (B, m) -> (B, n) (:func:`lstsq_svd`)."""
+    return lstsq_svd(a, b.unsqueeze(-1)).squeeze(-1)
 
 
 def _lstsq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -435,10 +435,14 @@ def _min_norm_shared(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     if a.shape[0] == 0:
         return t.new_zeros(t.shape[0], a.shape[1])
     x, full = _qr_solve(a, t, 1)
-    if bool(full):
-        return x
-    driver = "gelsd" if a.device.type == "cpu" else None
-    return torch.linalg.lstsq(a, t.T, driver=driver).solution.T
+    return x if bool(full) else lstsq_svd(a, t.T).T
+
+
+def lstsq_svd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.lstsq``'s minimum-norm solution of ``a x = b`` (``a`` (..., m, n), ``b`` (..., m, k)),
+    SVD-based (LAPACK's ``gelsd``) on the CPU, which drops numerically dependent rows; torch's only
+    driver elsewhere."""
+    return torch.linalg.lstsq(a, b, driver="gelsd" if a.device.type == "cpu" else None).solution
 
 
 def residual_rows(weight: torch.Tensor, x: torch.Tensor, target: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
