@@ -300,15 +300,18 @@ def _network_title(page) -> str:
 
 _RECORD_TITLES = """() => {
     // Every title the network picture shows, in order, however fast the replay moves. While the page
-    // reruns, Streamlit keeps the previous element beside the new one, marked stale: it is skipped.
+    // reruns, Streamlit keeps the previous element beside the new one, marked stale, and puts the new one
+    // first: the first title not marked stale is the picture's current one (on a loaded machine the old
+    // copy can stay unmarked for a moment, and reading every copy would record it as a step back).
     window.__titles = [];
     new MutationObserver(() => {
         for (const el of document.querySelectorAll('[data-testid=stPlotlyChart] .gtitle')) {
             const box = el.closest('[data-testid=stElementContainer]');
             if (box && box.getAttribute('data-stale') === 'true') continue;
             const t = el.textContent;
-            if ((t.includes(' steps)') || t.includes('supports of its iterate'))
-                && window.__titles[window.__titles.length - 1] !== t) window.__titles.push(t);
+            if (!t.includes(' steps)') && !t.includes('supports of its iterate')) continue;
+            if (window.__titles[window.__titles.length - 1] !== t) window.__titles.push(t);
+            break;
         }
     }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
 }"""
@@ -356,12 +359,16 @@ def test_a_lesson_plays_end_to_end_and_the_network_picture_follows_the_replay(ap
         _wait_for_button(page, "▶ Play")  # at the end, Pause becomes Play again
         _settle(page)
         states = [t for t in page.evaluate("window.__titles") if t.startswith("latent-pursuit:")]
-        assert states[-4:] == [
-            "latent-pursuit: observed y (0 of 3 steps)",
-            "latent-pursuit: after step 1: x2 (1 of 3 steps)",
-            "latent-pursuit: after step 2: x1 (2 of 3 steps)",
-            "latent-pursuit: after step 3: z (3 of 3 steps)",
-        ]
+        start = "latent-pursuit: observed y (0 of 3 steps)"
+        assert start in states, states  # Play at the end starts over
+        walk = states[len(states) - 1 - states[::-1].index(start) :]
+        # The picture walks forward from y and stops at z. A browser that cannot keep up with the
+        # half-second ticks paints only the newest state it was sent: on a loaded machine middle states
+        # may be missing (seen with three busy processes on two cores), never out of order.
+        # (gd's replay below checks that the picture shows the states in between.)
+        steps = [int(t.split("(")[-1].split()[0]) for t in walk]
+        assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 3, walk
+        assert walk[-1] == "latent-pursuit: after step 3: z (3 of 3 steps)" == _network_title(page)
         # gd's iterations, fast: the picture follows the iterate; Pause stops it where it is.
         page.get_by_test_id("stMain").get_by_role("radiogroup").first.get_by_text("gd", exact=True).click()
         _settle(page)
