@@ -335,7 +335,7 @@ def sweep(
     nonlinear output activation, see :func:`output_problem`), z comes from the joint refit started
     at the prior mean and at :data:`JOINT_STARTS` latents drawn from ``seed``.
     """
-    from geninv.inversion.oracle import refit, refit_on_pattern
+    from geninv.inversion.oracle import refit
 
     start = time.perf_counter()
     estimates: dict[int, torch.Tensor] = {}
@@ -396,12 +396,13 @@ def sweep(
         sub = obs[idx]
         pattern = tuple(p[idx] for p in estimated_pattern(generator, estimates, spreads, threshold))
         z_sub = z_hat[idx]
-        # First on the pattern the sweep found (its values may carry the product of the steps'
-        # noise gains, its supports rarely do), then with pattern updates; never a higher loss.
-        # Also where a step was not determined: skipping the fixed pattern there saved a fifth of the
-        # time at 60% missing but lost signals of the convolutional decoder with half the image hidden.
-        z_pat = refit_on_pattern(generator, sub, z_sub, pattern, n_iter=refit_iter, polish=False)
-        z_sub = refit(generator, sub, z_pat, n_iter=refit_iter)
+        # Clean signals: the refit with pattern updates straight from the sweep's estimate; where that
+        # does not fit, and for noisy signals, first on the pattern the sweep found (its values may
+        # carry the product of the steps' noise gains, its supports rarely do), then with pattern
+        # updates. At 60% missing the direct refit fits every signal and saves a fifth of the time;
+        # the fallback keeps signals of the convolutional decoder with half the image hidden, which
+        # the direct refit alone lost. Never a higher loss than the direct attempt.
+        z_sub = _refit_from_sweep(generator, sub, z_sub, pattern, refit_iter)
         # A sweep that collapsed (a step starved of equations, or gains that multiplied beyond
         # repair) can leave the refit in a far basin: those signals also try the latent's prior mean.
         lost = ~data_fit(generator, sub, z_sub)
@@ -433,6 +434,30 @@ def sweep(
             keep[k] = torch.where(refitted.unsqueeze(-1), trace.activations[k - 1], keep[k])
     reason = np.where(ok_all.cpu().numpy(), Status.NOT_FIT.value, Status.INFEASIBLE.value)
     return finish(generator, obs, z_hat, keep, steps, fit, reason, start, method, options, refitted=refitted)
+
+
+def _refit_from_sweep(generator: Generator, obs: Observation, z: torch.Tensor, pattern, n_iter: int) -> torch.Tensor:
+    """The joint refit of the sweep's estimate ``z`` (see :func:`sweep`): directly for clean signals;
+    through the sweep's ``pattern`` first for noisy ones and for clean ones the direct refit did not
+    fit, keeping the lower loss of the two attempts."""
+    from geninv.inversion.oracle import refit, refit_on_pattern
+
+    out = z.clone()
+    retry = obs.noise_sigma.to(z.device) > 0
+    direct = torch.nonzero(~retry).flatten()
+    if direct.numel():
+        out[direct] = refit(generator, obs[direct], z[direct], n_iter=n_iter)
+        retry[direct] = ~data_fit(generator, obs[direct], out[direct])
+    again = torch.nonzero(retry).flatten()
+    if again.numel():
+        sub = obs[again]
+        on_pattern = tuple(p[again] for p in pattern)
+        z_pat = refit_on_pattern(generator, sub, z[again], on_pattern, n_iter=n_iter, polish=False)
+        z_new = refit(generator, sub, z_pat, n_iter=n_iter)
+        # (a noisy signal's out is the sweep's estimate, whose loss the refits never exceed)
+        better = _half_loss(generator, sub, z_new) <= _half_loss(generator, sub, out[again])
+        out[again] = torch.where(better.unsqueeze(-1), z_new, out[again])
+    return out
 
 
 JOINT_STARTS = 4

@@ -402,8 +402,13 @@ def _lstsq_shared(a: torch.Tensor, t: torch.Tensor, refine: int) -> tuple[torch.
                 break
             last = rel
         return x, pivots.amin() > pivots.amax() * gram_rank_tol(dtype, n)
-    # Householder QR is backward stable: one refinement pass settles it
-    return _qr_solve(a, t, min(refine, 1))
+    # Householder QR is backward stable: one refinement pass settles it. A rank-deficient ``a`` (a
+    # column no observed row sees, e.g. a unit of the convolutional decoder that only draws hidden
+    # pixels) has a zero on R's diagonal, where the triangular solve gives inf and NaN: the minimum-norm
+    # solution instead, as each signal's own solve gives it (a ridge of ~1e3 eps), so that a signal's
+    # estimate does not depend on whether others share its rows.
+    x, full = _qr_solve(a, t, min(refine, 1))
+    return (x, full) if bool(full) else (lstsq_svd(a, t.T).T, full)
 
 
 def _qr_solve(a: torch.Tensor, t: torch.Tensor, passes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -439,10 +444,12 @@ def _min_norm_shared(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def lstsq_svd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``torch.linalg.lstsq``'s minimum-norm solution of ``a x = b`` (``a`` (..., m, n), ``b`` (..., m, k)),
-    SVD-based (LAPACK's ``gelsd``) on the CPU, which drops numerically dependent rows; torch's only
-    driver elsewhere."""
-    return torch.linalg.lstsq(a, b, driver="gelsd" if a.device.type == "cpu" else None).solution
+    """The minimum-norm least-squares solution of ``a x = b`` (``a`` (..., m, n), ``b`` (..., m, k)),
+    SVD-based: LAPACK's ``gelsd`` on the CPU, the pseudo-inverse elsewhere (torch's only ``lstsq``
+    driver on a GPU assumes full rank). Both drop numerically dependent rows and columns."""
+    if a.device.type == "cpu":
+        return torch.linalg.lstsq(a, b, driver="gelsd").solution
+    return torch.linalg.pinv(a) @ b
 
 
 def residual_rows(weight: torch.Tensor, x: torch.Tensor, target: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -101,6 +101,29 @@ def test_shared_rows_semi_normal_and_qr_agree(dtype, batch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_shared_rows_with_a_column_no_row_sees(dtype):
+    """Shared rows whose matrix has a zero column (a unit that only feeds hidden pixels, as in the
+    convolutional decoder with half the image hidden): finite, the minimum-norm answer (zero on that
+    column), reported not determined, and each signal as it is when solved alone (its own Gram with
+    a tiny ridge). The QR path's triangular solve used to give NaN for the whole batch."""
+    gen = torch.Generator().manual_seed(6)
+    a = torch.randn(60, 30, generator=gen, dtype=torch.float64)
+    a[:, 11] = 0
+    x = torch.randn(5, 30, generator=gen, dtype=torch.float64)
+    x[:, 11] = 0
+    t = (x @ a.T).to(dtype)
+    rows = torch.ones(5, 60, dtype=torch.bool)
+    ours, det = linear.lstsq_rows(a.to(dtype), t, rows)
+    assert bool(torch.isfinite(ours).all()) and not bool(det.any())
+    tol = 1e-10 if dtype == torch.float64 else 1e-3
+    torch.testing.assert_close(ours.double(), x, rtol=tol, atol=tol)
+    for i in range(5):
+        alone, det_alone = linear.lstsq_rows(a.to(dtype), t[i : i + 1], rows[i : i + 1])
+        assert not bool(det_alone.any())
+        torch.testing.assert_close(alone[0].double(), ours[i].double(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_shared_rows_too_few_give_the_minimum_norm_solution(dtype):
     """Fewer shared rows than unknowns (60% of the pixels missing): the minimum-norm solution, from a
     QR factor of a^T, equal to LAPACK's SVD-based one; with dependent rows, from the SVD itself."""

@@ -1,6 +1,7 @@
 """The joint Gauss-Newton refit of z: float32 Jacobians for float64 generators, kept while the pattern
 holds, must still land on the float64 least-squares point."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,3 +91,43 @@ def test_hybrid_at_60_percent_missing_is_exact_in_both_dtypes(dtype):
     tol = 1e-12 if dtype == torch.float64 else 1e-4
     assert _rel(res.z_hat.double(), obs.z_true.double()) < tol
     assert set(res.statuses) == {"converged"}
+
+
+def test_the_sweeps_refit_goes_through_the_pattern_only_where_it_must(monkeypatch):
+    """Clean signals are refitted straight from the sweep's estimate (at 60% missing that fits them
+    all: no fixed-pattern stage); noisy signals take the fixed-pattern stage first, every one."""
+    G = geninv.Generator.random([20, 128, 392, 784], seed=0)
+    mask = geninv.masks.random_pixels(784, 0.6, seed=2)
+    on_pattern = []
+    real = oracle.refit_on_pattern
+    monkeypatch.setattr(
+        oracle, "refit_on_pattern", lambda G, obs, *a, **k: on_pattern.append(obs.batch_size) or real(G, obs, *a, **k)
+    )
+    clean = geninv.observe(G, G.sample_latent(16, seed=1), mask=mask)
+    res = geninv.invert(G, clean, "hybrid")
+    assert on_pattern == [] and set(res.statuses.tolist()) == {"converged"}
+    assert float(geninv.metrics.latent_error(res.z_hat, clean.z_true).max()) < 1e-12
+    noisy = geninv.observe(G, G.sample_latent(16, seed=1), mask=mask, snr_db=30, seed=3)
+    geninv.invert(G, noisy, "hybrid")
+    assert on_pattern and on_pattern[0] == 16
+
+
+def test_a_signal_is_recovered_alike_alone_and_in_a_batch_when_a_unit_draws_only_hidden_pixels():
+    """A unit of the last hidden layer whose weights reach only hidden pixels leaves a zero column in
+    the shared output step. Every signal is recovered exactly, alone or with others (the shared
+    solve used to return NaN for the whole batch, sending every signal to the slow fallbacks)."""
+    G0 = geninv.Generator.random([10, 60, 120, 240], seed=4)
+    weights = [G0.weight_of(i).clone() for i in range(3)]
+    mask = np.zeros(240, dtype=bool)
+    mask[:120] = True  # the first half observed
+    weights[2][:120, 5] = 0  # unit 5 of the last hidden layer draws only hidden pixels
+    G = geninv.Generator.from_weights(weights, dtype=torch.float64)
+    z = G.sample_latent(6, seed=1)
+    # the hybrid's fast pass: minimum-norm least squares where a step is not determined, then the refit
+    batch = geninv.invert(G, geninv.observe(G, z, mask=mask), "latent-pursuit", undetermined="joint")
+    assert all(np.isfinite(step.residual).all() for step in batch.steps)
+    for i in range(6):
+        alone = geninv.invert(G, geninv.observe(G, z[i : i + 1], mask=mask), "latent-pursuit", undetermined="joint")
+        assert alone.statuses[0] == batch.statuses[i] == "converged"
+        torch.testing.assert_close(batch.z_hat[i], alone.z_hat[0], rtol=1e-9, atol=1e-9)
+    assert float(geninv.metrics.latent_error(batch.z_hat, z).max()) < 1e-9
