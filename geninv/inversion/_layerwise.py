@@ -31,7 +31,7 @@ from geninv._random import torch_generator
 from geninv.errors import UnsupportedError
 from geninv.generator import Generator
 from geninv.inversion.result import History, InversionResult, LayerStep, Status
-from geninv.inversion.status import data_fit, keep_lower, statuses, warn_unfit
+from geninv.inversion.status import data_fit, fits, keep_lower, residual_sq, statuses, warn_unfit
 from geninv.observation import Observation
 from geninv.operators import Dense, LinearOperator
 from geninv.solvers.linear import rows_shared, support_gain
@@ -402,44 +402,50 @@ def sweep(
         # updates. At 60% missing the direct refit fits every signal: the hybrid took 12-25% less time;
         # the fallback keeps signals of the convolutional decoder with half the image hidden, which
         # the direct refit alone lost. Never a higher loss than the direct attempt.
-        z_sub = _refit_from_sweep(generator, sub, z_sub, pattern, refit_iter)
+        z_sub, fit_sub = _refit_from_sweep(generator, sub, z_sub, pattern, refit_iter)
         # A sweep that collapsed (a step starved of equations, or gains that multiplied beyond
         # repair) can leave the refit in a far basin: those signals also try the latent's prior mean.
-        lost = ~data_fit(generator, sub, z_sub)
-        if bool(lost.any()):
-            li = torch.nonzero(lost).flatten()
+        if not bool(fit_sub.all()):
+            li = torch.nonzero(~fit_sub).flatten()
             z_zero = refit(generator, sub[li], torch.zeros_like(z_sub[li]), n_iter=refit_iter)
             better = _half_loss(generator, sub[li], z_zero) < _half_loss(generator, sub[li], z_sub[li])
             z_sub[li] = torch.where(better.unsqueeze(-1), z_zero, z_sub[li])
         z_hat = z_hat.clone()
         z_hat[idx] = z_sub
         refitted[idx] = True
+        # One forward pass for the step's residual and the fit
+        res = residual_sq(generator, obs, z_hat)
         steps.append(
             LayerStep(
                 layer=0,
                 rows=np.full(obs.batch_size, int(obs.y.shape[1])),
-                residual=torch.sqrt(2 * _half_loss(generator, obs, z_hat)).cpu().numpy(),
+                residual=torch.sqrt(res).cpu().numpy(),
                 seconds=time.perf_counter() - t0,
                 solver="joint refit (Gauss-Newton)",
                 estimate=z_hat.detach().clone(),
             )
         )
-        fit = data_fit(generator, obs, z_hat)
+        fit = fits(res, obs, generator.dtype) & torch.isfinite(z_hat).all(-1)
     # Layers the refit changed are read off the forward pass of the final z.
     keep = {k: v for k, v in estimates.items() if k > 0}
+    trace = None
     if bool(refitted.any()):
         with torch.no_grad():
             trace = generator.trace(z_hat)
         for k in keep:
             keep[k] = torch.where(refitted.unsqueeze(-1), trace.activations[k - 1], keep[k])
     reason = np.where(ok_all.cpu().numpy(), Status.NOT_FIT.value, Status.INFEASIBLE.value)
-    return finish(generator, obs, z_hat, keep, steps, fit, reason, start, method, options, refitted=refitted)
+    return finish(
+        generator, obs, z_hat, keep, steps, fit, reason, start, method, options, refitted=refitted, trace=trace
+    )
 
 
-def _refit_from_sweep(generator: Generator, obs: Observation, z: torch.Tensor, pattern, n_iter: int) -> torch.Tensor:
+def _refit_from_sweep(
+    generator: Generator, obs: Observation, z: torch.Tensor, pattern, n_iter: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The joint refit of the sweep's estimate ``z`` (see :func:`sweep`): directly for clean signals;
     through the sweep's ``pattern`` first for noisy ones and for clean ones the direct refit did not
-    fit, keeping the lower loss of the two attempts."""
+    fit, keeping the lower loss of the two attempts. Returns the estimates and whether they fit."""
     from geninv.inversion.oracle import refit, refit_on_pattern
 
     out = z.clone()
@@ -448,6 +454,7 @@ def _refit_from_sweep(generator: Generator, obs: Observation, z: torch.Tensor, p
     if direct.numel():
         out[direct] = refit(generator, obs[direct], z[direct], n_iter=n_iter)
         retry[direct] = ~data_fit(generator, obs[direct], out[direct])
+    fit = ~retry
     again = torch.nonzero(retry).flatten()
     if again.numel():
         sub = obs[again]
@@ -457,7 +464,8 @@ def _refit_from_sweep(generator: Generator, obs: Observation, z: torch.Tensor, p
         # (a noisy signal's out is the sweep's estimate, whose loss the refits never exceed)
         better = _half_loss(generator, sub, z_new) <= _half_loss(generator, sub, out[again])
         out[again] = torch.where(better.unsqueeze(-1), z_new, out[again])
-    return out
+        fit[again] = data_fit(generator, sub, out[again])
+    return out, fit
 
 
 JOINT_STARTS = 4
@@ -536,14 +544,16 @@ def finish(
     options,
     history=None,
     refitted=None,
+    trace=None,
 ) -> InversionResult:
     """Assemble an InversionResult: hidden layers from ``estimates`` where given, output G(z_hat).
 
     ``fit`` (B,) decides ``converged``; other signals get ``reason`` (see
-    :mod:`geninv.inversion.status`).
+    :mod:`geninv.inversion.status`). ``trace``: the caller's ``generator.trace(z_hat)``, if it has one.
     """
-    with torch.no_grad():
-        trace = generator.trace(z_hat)
+    if trace is None:
+        with torch.no_grad():
+            trace = generator.trace(z_hat)
     layers = []
     supports = []
     for i in range(generator.n_layers):
