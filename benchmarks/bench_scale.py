@@ -166,6 +166,11 @@ def run_case(widths, dtype, missing, method, batch, *, device, threads, gd_iter,
     return row
 
 
+def _forward_key(widths, dtype: str, batch: int) -> str:
+    """The key of ``report["forward_ms"]`` (a JSON object's keys are strings): "20-128-392-784|float64|1024"."""
+    return f"{'-'.join(map(str, widths))}|{dtype}|{batch}"
+
+
 def shared_forward(report: dict) -> None:
     """Give every row the fastest forward pass measured for its (widths, dtype, batch, device) by any
     case's process, and its forward-pass equivalents over that.
@@ -178,20 +183,17 @@ def shared_forward(report: dict) -> None:
     (``report["forward_ms"]``), and the fastest of all is the cost of the pass itself, and the
     larger (more conservative) ratio.
     """
-    best: dict[tuple, float] = {}
-    for key, values in report.get("forward_ms", {}).items():
-        widths, dtype, batch = key.split("|")
-        best[(tuple(int(w) for w in widths.split("-")), dtype, int(batch))] = min(values)
+    best = {key: min(values) for key, values in report.get("forward_ms", {}).items()}
     for row in report["rows"]:
         r = row["result"]
         if "error" not in r:
-            key = (tuple(row["widths"]), row["dtype"], row["batch"])
+            key = _forward_key(row["widths"], row["dtype"], row["batch"])
             own = r.setdefault("forward_pass_ms_own", r["forward_pass_ms"])
             best[key] = min(best.get(key, own), own)
     for row in report["rows"]:
         r = row["result"]
         if "error" not in r:
-            fwd = best[(tuple(row["widths"]), row["dtype"], row["batch"])]
+            fwd = best[_forward_key(row["widths"], row["dtype"], row["batch"])]
             r["forward_pass_ms"] = fwd
             r["forward_pass_equivalents"] = r["ms_per_signal"] * row["batch"] / fwd
 
@@ -371,7 +373,7 @@ def main(argv=None) -> int:
                         continue
                     if not rerun:
                         continue
-                    fkey = f"{'-'.join(map(str, widths))}|{dtype}|{batch}"
+                    fkey = _forward_key(widths, dtype, batch)
                     if fkey not in measured:
                         measured.add(fkey)
                         report.setdefault("forward_ms", {})[fkey] = forward_ms(

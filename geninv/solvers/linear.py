@@ -402,25 +402,28 @@ def _lstsq_shared(a: torch.Tensor, t: torch.Tensor, refine: int) -> tuple[torch.
                 break
             last = rel
         return x, pivots.amin() > pivots.amax() * gram_rank_tol(dtype, n)
-    # Householder QR is backward stable: one refinement pass settles it. A rank-deficient ``a`` (a
-    # column no observed row sees, e.g. a unit of the convolutional decoder that only draws hidden
-    # pixels) has a zero on R's diagonal, where the triangular solve gives inf and NaN: the minimum-norm
-    # solution instead, as each signal's own solve gives it (a ridge of ~1e3 eps), so that a signal's
-    # estimate does not depend on whether others share its rows.
-    x, full = _qr_solve(a, t, min(refine, 1))
-    return (x, full) if bool(full) else (lstsq_svd(a, t.T).T, full)
+    # Householder QR is backward stable: one refinement pass settles it
+    return _qr_solve(a, t, min(refine, 1))
 
 
 def _qr_solve(a: torch.Tensor, t: torch.Tensor, passes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Least squares (a tall ``a``) or the minimum-norm solution (a wide one) for many right-hand
     sides ``t`` (B, m), from one Householder QR of ``a`` or of ``a^T``: the pseudo-inverse once, then
     one matrix product per pass over the batch, with ``passes`` refinement passes on the residual.
-    Also returns whether ``a`` has full rank (:func:`gram_rank_tol` on R's diagonal)."""
+    Also returns whether ``a`` has full rank (:func:`gram_rank_tol` on R's diagonal).
+
+    Where it has not, the minimum-norm solution from the SVD (:func:`lstsq_svd`, which drops the
+    numerically dependent rows and columns): R's diagonal may hold an exact zero (a column that no
+    observed row sees, e.g. a unit of the convolutional decoder that only draws hidden pixels), where
+    the triangular solve gives inf and NaN. Each signal's own solve gives that answer too (a ridge of
+    ~1e3 eps), so a signal's estimate does not depend on whether others share its rows."""
     m, n = a.shape
     tall = m >= n
     q, r = torch.linalg.qr(a if tall else a.T)
     diag = torch.diagonal(r).abs()
     full = diag.amin() ** 2 > diag.amax() ** 2 * gram_rank_tol(a.dtype, n)
+    if not bool(full):
+        return lstsq_svd(a, t.T).T, full
     p = torch.linalg.solve_triangular(r, q.T, upper=True)  # R^-1 Q^T
     pinv_t = p.T if tall else p  # pinv(a)^T, (m, n): R^-1 Q^T for a = QR, Q R^-T for a^T = QR
     x = t @ pinv_t
@@ -439,8 +442,7 @@ def _min_norm_shared(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """
     if a.shape[0] == 0:
         return t.new_zeros(t.shape[0], a.shape[1])
-    x, full = _qr_solve(a, t, 1)
-    return x if bool(full) else lstsq_svd(a, t.T).T
+    return _qr_solve(a, t, 1)[0]
 
 
 def lstsq_svd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -741,11 +743,12 @@ def _solve_on_sets(
     # the full Gram, one product), so the CPU's chunks hold one (k, k) copy per signal, not three.
     sub, scale = stack()
     chol, info = cholesky_ex(sub, overwrite=True)
-    ok = info == 0
+    factored = info == 0
+    ok = factored.clone()
     if rank_tol is not None:
         ok &= torch.diagonal(chol, dim1=-2, dim2=-1).pow(2).amin(-1) > scale * rank_tol
-    if not bool((info == 0).all()):
-        bad = torch.nonzero(info != 0).flatten()
+    if not bool(factored.all()):
+        bad = torch.nonzero(~factored).flatten()
         sub, _ = stack(bad)
         top = torch.diagonal(sub, dim1=-2, dim2=-1).amax(-1)
         sub.diagonal(dim1=-2, dim2=-1).add_((top * 1e3 * _eps(dtype)).unsqueeze(-1))
