@@ -14,6 +14,10 @@ Each row times two ways of doing the same thing in the same run and reports thei
 - ``mid-layer least squares``: :func:`geninv.solvers.linear.lstsq_rows` on the mid layer of a
   [20, 128, 392, 784] generator (half its rows per signal), as one batch of 1024 against cache-sized
   chunks (``CACHE_BYTES``);
+- ``gram + cholesky``: each signal's Gram matrix and its Cholesky factor for the same mid layer
+  (float32, each signal's rows packed first, in the solver's chunks), as a batched product and
+  :func:`geninv.solvers.linear.cholesky_ex` against :func:`geninv.solvers.linear.gram_cholesky`
+  (BLAS ``syrk`` on the signal's own rows and ``potrf``, one matrix at a time);
 - ``shared least squares``: one tall matrix for the whole batch (a fixed mask), Householder QR against
   the semi-normal equations the solver uses.
 
@@ -123,6 +127,32 @@ def least_squares(quick: bool) -> list[dict]:
             one_t,
             chunk_t,
             ("one_batch", "chunked"),
+        )
+    )
+    order, valid = linear._packed_rows(active, None, torch.float32)
+    stack = weight.float()[order].mul_(valid.unsqueeze(-1))  # (batch, k, n): each signal's rows first
+    counts = active.sum(-1)
+    size = linear.MIN_CHUNK
+
+    def batched() -> None:
+        for lo in range(0, batch, size):
+            part = stack[lo : lo + size]
+            linear.cholesky_ex(part.mT @ part, overwrite=True)
+
+    def fused() -> None:
+        for lo in range(0, batch, size):
+            linear.gram_cholesky(stack[lo : lo + size], counts[lo : lo + size])
+
+    label = f"{weight.shape[0]}x{weight.shape[1]}, {stack.shape[1]} rows packed, chunks of {size}"
+    rows.append(
+        _row(
+            "gram + cholesky",
+            label,
+            torch.float32,
+            batch,
+            best_time(batched),
+            best_time(fused),
+            ("bmm_potrf", "syrk_potrf"),
         )
     )
     m, n = (2048, 512) if quick else (8192, 2048)

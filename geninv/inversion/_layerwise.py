@@ -387,7 +387,9 @@ def sweep(
         if progress is not None:
             progress((generator.n_layers - layer) / generator.n_layers, f"{method}: recovered layer {layer}")
     z_hat = estimates[0]
-    fit = data_fit(generator, obs, z_hat)
+    # One forward pass for the fit and the result's layers (where no refit changes z).
+    trace = generator._trace(z_hat) if bool(torch.isfinite(z_hat).all()) else None
+    fit = data_fit(generator, obs, z_hat, output=None if trace is None else trace.activations[-1])
     todo = ~fit | (obs.noise_sigma.to(fit.device) > 0)
     refitted = torch.zeros_like(todo)
     if refit_iter and bool(todo.any()) and generator.n_layers > 1:
@@ -429,7 +431,6 @@ def sweep(
         fit = fits(res, obs, generator.dtype) & torch.isfinite(z_hat).all(-1)
     # Layers the refit changed are read off the forward pass of the final z.
     keep = {k: v for k, v in estimates.items() if k > 0}
-    trace = None
     if bool(refitted.any()):
         with torch.no_grad():
             trace = generator.trace(z_hat)

@@ -34,10 +34,11 @@ def clean_rtol(dtype: torch.dtype) -> float:
     return CLEAN_RTOL_FACTOR * float(torch.finfo(dtype).eps)
 
 
-def residual_sq(generator, obs, z: torch.Tensor) -> torch.Tensor:
-    """``||A G(z) - y||^2`` per signal, accumulated in float64."""
+def residual_sq(generator, obs, z: torch.Tensor, *, output: torch.Tensor | None = None) -> torch.Tensor:
+    """``||A G(z) - y||^2`` per signal, accumulated in float64; ``output``: ``G(z)`` where the caller
+    has it (a trace's last activations)."""
     with torch.no_grad():
-        fitted = obs.operator.forward(generator(z.to(generator.dtype)))
+        fitted = obs.operator.forward(generator(z.to(generator.dtype)) if output is None else output)
         r = fitted.double() - obs.y.to(fitted.device).double()
     return r.pow(2).sum(-1)
 
@@ -64,11 +65,12 @@ def fit_bound(obs, dtype: torch.dtype) -> torch.Tensor:
     return torch.maximum(noisy, clean)
 
 
-def data_fit(generator, obs, z: torch.Tensor) -> torch.Tensor:
-    """Bool (B,): the estimate fits the data (see the module docstring). Non-finite estimates never do."""
+def data_fit(generator, obs, z: torch.Tensor, *, output: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool (B,): the estimate fits the data (see the module docstring). Non-finite estimates never do.
+    ``output``: ``G(z)`` where the caller has it."""
     finite = torch.isfinite(z).all(-1)
     z_safe = torch.where(finite.unsqueeze(-1), z, torch.zeros_like(z))
-    return fits(residual_sq(generator, obs, z_safe), obs, generator.dtype) & finite.to(z.device)
+    return fits(residual_sq(generator, obs, z_safe, output=output), obs, generator.dtype) & finite.to(z.device)
 
 
 def fits(res: torch.Tensor, obs, dtype: torch.dtype) -> torch.Tensor:

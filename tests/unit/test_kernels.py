@@ -37,6 +37,31 @@ def test_cholesky_matches_torch(n, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [20, 128, 160])
+def test_gram_cholesky_uses_each_signals_own_rows(n, dtype):
+    """The fused Gram and Cholesky factor (syrk + potrf per matrix on the CPU from LAPACK_MIN_N) equal
+    torch's factor of the Gram of each signal's first ``counts`` rows; the padding rows after them
+    (garbage here) are never read; too few rows give info > 0, as in torch."""
+    gen = torch.Generator().manual_seed(3)
+    k = n + n // 2
+    a = torch.randn(5, k, n, generator=gen, dtype=torch.float64)
+    counts = torch.tensor([k, n + 7, k - 3, n // 2, 0])
+    grams = torch.stack([a[i, : int(c)].mT @ a[i, : int(c)] for i, c in enumerate(counts)]).to(dtype)
+    ref, ref_info = torch.linalg.cholesky_ex(grams)
+    ours, info = linear.gram_cholesky(a.to(dtype), counts)
+    assert torch.equal(info.to(ref_info.dtype) > 0, ref_info > 0)
+    assert ref_info.tolist()[:3] == [0, 0, 0] and bool((ref_info[3:] > 0).all())
+    good = ref_info == 0
+    tol = 1e-4 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(ours[good], ref[good], rtol=tol, atol=tol * float(ref.abs().max()))
+    assert torch.equal(ours[good], ours[good].tril()) and ours.dtype == dtype
+    # Without counts: every row
+    full, full_info = linear.gram_cholesky(a[:2].to(dtype))
+    torch.testing.assert_close(full, torch.linalg.cholesky((a[:2].mT @ a[:2]).to(dtype)), rtol=tol, atol=tol * 100)
+    assert not bool(full_info.any())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [20, 64, 130])
 def test_smallest_eigenvalue_matches_eigvalsh(n, dtype):
     gram = _spd(5, n, dtype, seed=1)

@@ -167,6 +167,41 @@ def test_mixed_precision_least_squares_is_float64_accurate_and_falls_back():
     assert bool(det2.all())
 
 
+def test_float32_least_squares_on_per_signal_rows_refines_and_falls_back(monkeypatch):
+    """float32 least squares on per-signal rows takes the same route as float64 (float32 factor,
+    refinement with the shared matrix): float32-accurate, the same answer and flags as the plain
+    float32 path, and an ill-conditioned signal (condition ~1e6 of the rows, beyond float32's
+    threshold) re-solved by the plain path and reported not determined, as there."""
+    from geninv.solvers import linear
+
+    rng = np.random.default_rng(10)
+    n, m, batch = 128, 300, 6
+    w = rng.normal(size=(m, n))
+    rows = torch.from_numpy(rng.random((batch, m)) < 0.7)
+    x_true = rng.normal(size=(batch, n))
+    wt = torch.from_numpy(w).float()
+    t = torch.from_numpy(x_true @ w.T).float()
+    refined = []
+    route = linear._lstsq_mixed
+    monkeypatch.setattr(linear, "_lstsq_mixed", lambda *a, **k: refined.append(a[0].dtype) or route(*a, **k))
+    x, det = linear.lstsq_rows(wt, t, rows)
+    assert refined == [torch.float32]
+    plain, det_p = linear.lstsq_rows(wt, t, rows, mixed=False)
+    assert x.dtype == torch.float32 and bool(det.all()) and det.tolist() == det_p.tolist()
+    rel = np.linalg.norm(x.double().numpy() - x_true, axis=1) / np.linalg.norm(x_true, axis=1)
+    assert rel.max() < 2e-5, rel
+    torch.testing.assert_close(x, plain, rtol=1e-4, atol=1e-4)
+    w_bad = w.copy()
+    w_bad[:, -1] = w_bad[:, 0] + 1e-6 * rng.normal(size=m)
+    wt_bad = torch.from_numpy(w_bad).float()
+    t_bad = torch.from_numpy(x_true @ w_bad.T).float()
+    x_b, det_b = linear.lstsq_rows(wt_bad, t_bad, rows)
+    plain_b, det_pb = linear.lstsq_rows(wt_bad, t_bad, rows, mixed=False)
+    assert det_b.tolist() == det_pb.tolist() == [False] * batch
+    assert bool(torch.isfinite(x_b).all())
+    torch.testing.assert_close(x_b, plain_b)
+
+
 @pytest.mark.parametrize("method", ["gd", "plugin"])
 def test_more_iterations_never_return_a_worse_fit(method):
     """gd and plugin return their lowest-loss iterate: the first N steps of a longer run are the

@@ -69,3 +69,17 @@ def test_status_names_why_it_did_not_fit():
     with pytest.warns(geninv.ConvergenceWarning, match="do not fit the data"):
         res = geninv.invert(G, obs, "latent-pursuit")
     assert "converged" not in set(res.statuses)
+
+
+def test_the_fit_from_a_callers_output_is_the_same_rule():
+    """``data_fit(..., output=G(z))`` (the sweep passes its trace's output instead of a second forward
+    pass) decides exactly as the independent rule, for estimates that fit and that do not."""
+    from geninv.inversion.status import data_fit
+
+    G = geninv.Generator.random([6, 30, 60], seed=0)
+    z = G.sample_latent(4, seed=1)
+    obs = geninv.observe(G, z, mask=geninv.masks.random_pixels(60, 0.3, seed=2))
+    z_hat = z.clone()
+    z_hat[1:3] += 1e-3 * torch.randn(2, 6, generator=torch.Generator().manual_seed(3), dtype=z.dtype)
+    got = data_fit(G, obs, z_hat, output=G._trace(z_hat).activations[-1])
+    assert got.tolist() == [True, False, False, True] == _fits(G, obs, z_hat).tolist()
