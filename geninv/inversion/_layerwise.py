@@ -581,10 +581,15 @@ def finish(
         steps=tuple(steps),
         statuses=result_statuses,
         seconds=seconds,
-        forward_passes=seconds / max(forward_seconds(generator, obs.batch_size), 1e-9),
+        forward_passes=forward_pass_cost(generator, obs.batch_size, seconds),
         method=method,
         options=options,
     )
+
+
+def forward_pass_cost(generator: Generator, batch: int, seconds: float) -> float:
+    """Forward-pass equivalents per signal of ``seconds`` spent on a batch (see :func:`forward_seconds`)."""
+    return seconds / max(forward_seconds(generator, batch), 1e-9)
 
 
 _FORWARD_CACHE: dict[tuple, float] = {}

@@ -93,6 +93,28 @@ def test_hybrid_at_60_percent_missing_is_exact_in_both_dtypes(dtype):
     assert set(res.statuses) == {"converged"}
 
 
+@pytest.mark.parametrize("missing", [0.0, 0.6])
+def test_where_the_fast_pass_fits_every_signal_it_is_the_hybrids_answer(monkeypatch, missing):
+    """The hybrid's first (fast) pass is latent-pursuit with undetermined steps left to the refit;
+    where it fits every signal, the hybrid returns that result as its own, without tracing z again:
+    the same estimates, layers, supports and steps, as many traces of the generator, converged."""
+    G = geninv.Generator.random([20, 128, 392, 784], seed=0)
+    mask = geninv.masks.random_pixels(784, missing, seed=2) if missing else None
+    obs = geninv.observe(G, G.sample_latent(16, seed=1), mask=mask)
+    traces = []
+    real = geninv.Generator._trace
+    monkeypatch.setattr(geninv.Generator, "_trace", lambda self, *a, **k: traces.append(1) or real(self, *a, **k))
+    fast = geninv.invert(G, obs, "latent-pursuit", undetermined="joint")
+    n_fast, traces[:] = len(traces), []
+    res = geninv.invert(G, obs, "hybrid")
+    assert len(traces) == n_fast
+    assert res.method == "hybrid" and res.options["joint_signals"] == 0 and set(res.statuses) == {"converged"}
+    assert torch.equal(res.z_hat, fast.z_hat)
+    assert all(torch.equal(a, b) for a, b in zip(res.layers + res.supports, fast.layers + fast.supports, strict=True))
+    assert [s.solver for s in res.steps] == [s.solver for s in fast.steps]
+    assert float(geninv.metrics.latent_error(res.z_hat, obs.z_true).max()) < 1e-12
+
+
 def test_the_sweeps_refit_goes_through_the_pattern_only_where_it_must(monkeypatch):
     """Clean signals are refitted straight from the sweep's estimate (at 60% missing that fits them
     all: no fixed-pattern stage); noisy signals take the fixed-pattern stage first, every one."""
