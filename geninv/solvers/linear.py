@@ -91,7 +91,8 @@ def cholesky_ex(gram: torch.Tensor, overwrite: bool = False) -> tuple[torch.Tens
 
 def gram_cholesky(a: torch.Tensor, counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower Cholesky factor and ``info`` (as :func:`cholesky_ex`) of each Gram matrix ``a[i]^T a[i]``
-    of a stack ``a`` (B, k, n) whose signal i uses its first ``counts[i]`` rows (the rest is padding).
+    of a stack ``a`` (B, k, n) whose signal i uses its first ``counts[i]`` rows (the rest is zero
+    padding, which the CPU path skips).
 
     On the CPU for n >= ``LAPACK_MIN_N``, one matrix at a time: BLAS ``syrk`` on its own rows (one
     triangle, no padding: half the flops of a batched product) and ``potrf`` in place while it is
@@ -102,8 +103,6 @@ def gram_cholesky(a: torch.Tensor, counts: torch.Tensor | None = None) -> tuple[
     """
     batch, n = a.shape[0], a.shape[-1]
     if a.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64) or a.requires_grad or n < LAPACK_MIN_N:
-        if counts is not None:
-            a = a * (torch.arange(a.shape[1], device=a.device) < counts.to(a.device).unsqueeze(-1)).unsqueeze(-1)
         return cholesky_ex(a.transpose(-1, -2) @ a, overwrite=True)
     from scipy.linalg.blas import get_blas_funcs
     from scipy.linalg.lapack import get_lapack_funcs
