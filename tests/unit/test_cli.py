@@ -237,7 +237,16 @@ def test_ctrl_c_with_workers_stops_and_keeps_the_finished_tasks(tmp_path):
     cmd = [sys.executable, "-m", "geninv", "sweep", "--generator", "random:20-128-392-784", "--variable", "missing"]
     cmd += ["--values", "0", "0.2", "0.4", "0.6", "0.7", "0.8", "--methods", "gd", "latent-pursuit"]
     cmd += ["--trials", "60", "--workers", "2", "--out", str(out)]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A test run started in the background by a non-interactive shell ignores SIGINT, and children
+    # inherit that: the command gets the default disposition back, as in a terminal.
+    proc = subprocess.Popen(
+        cmd,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     records = out / "sweep-missing.records.jsonl"
     deadline = time.monotonic() + 300
     while not (records.exists() and records.read_text().count("\n") >= 2) and time.monotonic() < deadline:
