@@ -209,9 +209,9 @@ def lstsq_rows(
     """Least squares ``min ||W[rows] x - t[rows]||`` per signal, x zero outside ``cols``.
 
     Normal equations with a Cholesky factorization (batched), made accurate to working precision by
-    ``refine`` steps of iterative refinement. ``mixed``: float64 problems with many unknowns factorise
-    in float32 and refine in float64 (:func:`_lstsq_mixed`), falling back to float64 where that
-    does not settle. Returns ``(x, determined)`` where ``determined`` is
+    ``refine`` steps of iterative refinement. ``mixed``: problems on per-signal rows with many unknowns
+    factorise in float32 and refine in the working precision (:func:`_lstsq_mixed`), falling back
+    to a factor in the working precision where that does not settle. Returns ``(x, determined)`` where ``determined`` is
     True when the restricted matrix has full column rank (the solution is unique).
     """
     batch, n = target.shape[0], weight.shape[1]
