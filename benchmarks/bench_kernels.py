@@ -130,7 +130,7 @@ def least_squares(quick: bool) -> list[dict]:
         )
     )
     order, valid = linear._packed_rows(active, None, torch.float32)
-    stack = weight.float()[order].mul_(valid.unsqueeze(-1))  # (batch, k, n): each signal's rows first
+    stack = linear._row_stack(weight.float(), order, valid)  # (batch, k, n): each signal's rows first
     counts = active.sum(-1)
     size = linear.MIN_CHUNK
 

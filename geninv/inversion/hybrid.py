@@ -90,15 +90,16 @@ def run_hybrid(generator, obs, config: HybridConfig, *, seed: int = 0, progress=
         lp_config = LatentPursuitConfig(
             refit_iter=config.refit_iter, threshold=config.threshold, undetermined=undetermined
         )
+        sub = obs[todo]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             try:
-                pursuit = latent_pursuit(generator, obs[todo], lp_config, seed=seed)
+                pursuit = latent_pursuit(generator, sub, lp_config, seed=seed)
             except UnsupportedError:
                 break
         found = torch.isfinite(pursuit.z_hat).all(-1)
         # Its result carries G(z_hat): the loss without another forward pass (NaN where not found).
-        res = residual_sq(generator, obs[todo], pursuit.z_hat, output=pursuit.x_hat)
+        res = residual_sq(generator, sub, pursuit.z_hat, output=pursuit.x_hat)
         better = found & (res < loss[todo])
         if todo.numel() == obs.batch_size and bool(better.all()) and bool(fits(res, obs, generator.dtype).all()):
             # The fast pass fits every signal: its result is the hybrid's, layers and supports read

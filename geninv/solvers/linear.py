@@ -186,6 +186,14 @@ def _packed_rows(rows: torch.Tensor, weights: torch.Tensor | None, dtype: torch.
     return order, valid if weights is None else valid * torch.gather(weights, 1, order)
 
 
+def _row_stack(weight: torch.Tensor, order: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Each signal's packed rows of ``weight`` (:func:`_packed_rows`) as a zero-padded (B, k, n) stack in
+    ``weight``'s dtype, scaled by ``valid``."""
+    batch, k = order.shape
+    stack = weight.index_select(0, order.reshape(-1)).view(batch, k, weight.shape[1])
+    return stack.mul_(valid.to(weight.dtype).unsqueeze(-1))
+
+
 def _packed_system(weight: torch.Tensor, order, valid, cols: torch.Tensor):
     """``W`` restricted to each signal's packed rows and its columns ``cols``: a zero-padded (B, k, c)
     stack, with the column order and mask (B, c) to scatter solutions back. A support of half the
@@ -271,12 +279,10 @@ def _lstsq_rows_batch(weight, target, rows, cols, weights, refine, mixed) -> tup
     """:func:`lstsq_rows` on one chunk whose rows differ between signals."""
     batch, n = target.shape[0], weight.shape[1]
     order, valid = _packed_rows(rows, weights, weight.dtype)
-    k = order.shape[1]
     if cols is None:
         if mixed and n >= MIXED_MIN_UNKNOWNS:
             # Gathered in float32 directly: the gather itself costs as much as the Gram in float64.
-            a32 = weight.float().index_select(0, order.reshape(-1)).view(batch, k, n)
-            a32.mul_(valid.float().unsqueeze(-1))
+            a32 = _row_stack(weight.float(), order, valid)
             rw = rows.to(weight.dtype) if weights is None else rows.to(weight.dtype) * weights
             x, done, det = _lstsq_mixed(weight, target * rows, rw, a32, rows.sum(-1))
             if bool(done.all()):
@@ -288,7 +294,7 @@ def _lstsq_rows_batch(weight, target, rows, cols, weights, refine, mixed) -> tup
             )
             x[rest], det[rest] = x_rest, det_rest
             return x, det
-        a = weight.index_select(0, order.reshape(-1)).view(batch, k, n).mul_(valid.unsqueeze(-1))
+        a = _row_stack(weight, order, valid)
         tt = torch.gather(target, 1, order) * valid
         gram = a.transpose(-1, -2) @ a
         free = torch.ones(batch, n, dtype=torch.bool, device=weight.device)
