@@ -25,6 +25,7 @@ import torch
 from geninv._memory import chunks
 from geninv.generator import Generator
 from geninv.observation import Observation
+from geninv.operators import Dense
 from geninv.solvers.linear import lstsq_svd
 
 _STEPS = (1.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 64, 1 / 256)
@@ -34,19 +35,24 @@ _STEPS = (1.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 64, 1 / 256)
 def _slopes(generator: Generator, pattern: tuple[torch.Tensor, ...], dtype: torch.dtype) -> list[torch.Tensor]:
     """Each hidden layer's activation slope on ``pattern`` (1 on the support; 0, or leaky-relu's
     negative slope, off it), one (B, n_i) tensor per hidden layer."""
-    out = []
-    for i, support in enumerate(pattern):
-        slope = support.to(dtype)
-        act = generator.activation(i)
-        if act.name == "leaky_relu":
-            slope = slope + (1 - slope) * act.negative_slope
-        out.append(slope)
-    return out
+    return [_slope(generator, i, support, dtype) for i, support in enumerate(pattern)]
 
 
-def _push(generator, slopes, h, out_rows, *, start: int = 0, bias: bool = True) -> torch.Tensor:
+def _slope(generator: Generator, i: int, support: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Hidden layer ``i + 1``'s activation slope on ``support``."""
+    slope = support.to(dtype)
+    act = generator.activation(i)
+    if act.name == "leaky_relu":
+        slope = slope + (1 - slope) * act.negative_slope
+    return slope
+
+
+def _push(
+    generator, slopes, h, out_rows, *, start: int = 0, bias: bool = True, keep: list | None = None
+) -> torch.Tensor:
     """Layers ``start`` .. L-1 on the fixed ``slopes`` from ``h`` (B, ..., n_start): the last
-    pre-activation (its ``out_rows``), affine in the input; ``bias=False`` gives its linear part."""
+    pre-activation (its ``out_rows``), affine in the input; ``bias=False`` gives its linear part.
+    ``keep``: a list that receives the hidden pre-activations on the way (layers start+1 .. L-1)."""
     for i in range(start, generator.n_layers):
         if i:
             s = slopes[i - 1]
@@ -55,6 +61,8 @@ def _push(generator, slopes, h, out_rows, *, start: int = 0, bias: bool = True) 
         h = op.forward(h)
         if bias and b is not None:
             h = h + b.to(h.dtype)
+        if keep is not None and i < generator.n_layers - 1:
+            keep.append(h)
     return h
 
 
@@ -69,14 +77,21 @@ def _pull(generator, slopes, v: torch.Tensor, out_rows) -> torch.Tensor:
     return v
 
 
-def _jacobian_t(generator, slopes, out_rows, dtype: torch.dtype, batch: int) -> torch.Tensor:
-    """``J^T`` (B, n_0, m) of the last pre-activation (its ``out_rows``) on ``slopes``, computed in
-    ``dtype``: the n_0 unit directions of the latent pushed through the layers' operators
-    (``forward`` only, so any layer of the linear-operator contract works, dense or not)."""
+def _first_jacobian_t(generator: Generator, out_rows, dtype: torch.dtype) -> torch.Tensor:
+    """``J^T`` (n_0, n_1) of the first pre-activation, the same for every signal: row j is the image
+    of the latent's unit direction e_j."""
     eye = torch.eye(generator.latent_dim, dtype=dtype, device=generator.device)
     op, _ = generator._layer_on(0, out_rows)
-    first = op.forward(eye).unsqueeze(0).expand(batch, -1, -1)  # row j is the image of e_j
-    return _push(generator, slopes, first, out_rows, start=1, bias=False)
+    return op.forward(eye)
+
+
+def _jacobian_t(generator, slopes, out_rows, dtype: torch.dtype, batch: int, keep: list | None = None) -> torch.Tensor:
+    """``J^T`` (B, n_0, m) of the last pre-activation (its ``out_rows``) on ``slopes``, computed in
+    ``dtype``: the n_0 unit directions of the latent pushed through the layers' operators
+    (``forward`` only, so any layer of the linear-operator contract works, dense or not).
+    ``keep`` receives ``J^T`` of the hidden pre-activations 2 .. L-1 (B, n_0, n_i)."""
+    first = _first_jacobian_t(generator, out_rows, dtype).unsqueeze(0).expand(batch, -1, -1)
+    return _push(generator, slopes, first, out_rows, start=1, bias=False, keep=keep)
 
 
 def affine_map(
@@ -183,7 +198,8 @@ def _gauss_newton(
 ) -> torch.Tensor:
     """:func:`_gauss_newton_chunk` over chunks of signals sized from the memory budget."""
     n_out, n0 = generator.output_dim, generator.latent_dim
-    per_signal = (3 * n_out * n0 + 2 * len(_STEPS) * n_out) * generator.weight_of(0).element_size()
+    inner = n0 * sum(generator.widths[2:-1])  # the kept Jacobians of the hidden layers (_Jacobians)
+    per_signal = (3 * n_out * n0 + inner + 2 * len(_STEPS) * n_out) * generator.weight_of(0).element_size()
     parts = chunks(z.shape[0], per_signal)
     if len(parts) == 1:
         return _gauss_newton_chunk(
@@ -250,6 +266,10 @@ class _Jacobians:
     For a float64 generator J is built (and kept) in float32: building it, the n_0 latent directions
     pushed through every layer, is the refit's cost, and float32 halves it and the memory it moves.
     Signals marked :meth:`exact` (an ill-conditioned Gram) get it in float64 from then on.
+
+    Where only a few units of a signal's pattern moved, its J is patched instead (:meth:`_patch`):
+    each moved unit is one direction pushed from its layer to the output, against the n_0 directions
+    pushed from the first layer that a rebuild costs.
     """
 
     def __init__(self, generator: Generator, rows: torch.Tensor | None, batch: int) -> None:
@@ -259,16 +279,29 @@ class _Jacobians:
         self.precise = torch.zeros(batch, dtype=torch.bool, device=device)
         self.built = torch.zeros_like(self.precise)
         self.jt: torch.Tensor | None = None
+        self.inner: list[torch.Tensor] = []  # J^T of the hidden pre-activations 2 .. L-1, (B, n_0, n_i)
         self.held: list[torch.Tensor] = []  # the pattern each signal's J was built on
+        self.rebuild_cost, self.unit_cost = patch_costs(generator, rows)
+        self._cache: dict = {}  # the first layer's J^T and the layers' matrices, per dtype (_patch)
 
     def get(self, idx: torch.Tensor, pattern, slopes) -> torch.Tensor:
         """``J^T`` (len(idx), n_0, m) of the signals ``idx`` on their current ``pattern``."""
         whole = idx.numel() == self.batch
         if not self.held:
             self.held = [torch.zeros(self.batch, p.shape[-1], dtype=torch.bool, device=idx.device) for p in pattern]
+        moved = [h[idx] != p for h, p in zip(self.held, pattern)]
         stale = ~self.built[idx]
-        for h, p in zip(self.held, pattern):
-            stale |= (h[idx] != p).any(-1)
+        for m in moved:
+            stale |= m.any(-1)
+        if moved and self.jt is not None:
+            counts = [m.sum(-1) for m in moved]
+            cost = sum(c * u for c, u in zip(counts, self.unit_cost))
+            # (at most 2 n_0 moved units: the patch's stacks then take at most twice J's memory)
+            patch = stale & self.built[idx] & (2 * cost <= self.rebuild_cost)
+            patch &= sum(counts) <= 2 * self.generator.latent_dim
+            if bool(patch.any()):
+                self._patch(idx, torch.nonzero(patch).flatten(), pattern, moved)
+                stale &= ~patch
         for precise in (False, True):
             pick = torch.nonzero(stale & (self.precise[idx] == precise)).flatten()
             if not pick.numel():
@@ -276,17 +309,86 @@ class _Jacobians:
             every = pick.numel() == idx.numel()
             dtype = self.generator.dtype if precise else self.low
             sl = slopes if every else [s[pick] for s in slopes]
-            part = _jacobian_t(self.generator, sl, self.rows, dtype, pick.numel())
+            inner: list[torch.Tensor] = []
+            part = _jacobian_t(self.generator, sl, self.rows, dtype, pick.numel(), keep=inner)
             if self.jt is None:
                 self.jt = part.new_empty((self.batch, *part.shape[1:]))
+                self.inner = [h.new_empty((self.batch, *h.shape[1:])) for h in inner]
             if whole and every:
                 self.jt = part.to(self.jt.dtype)
+                self.inner = [h.to(self.jt.dtype) for h in inner]
             else:
                 self.jt[idx[pick]] = part.to(self.jt.dtype)
+                for kept, h in zip(self.inner, inner):
+                    kept[idx[pick]] = h.to(kept.dtype)
             for h, p in zip(self.held, pattern):
                 h[idx[pick]] = p if every else p[pick]
             self.built[idx[pick]] = True
         return self.jt if whole else self.jt[idx]
+
+    def _patch(self, idx: torch.Tensor, loc: torch.Tensor, pattern, moved) -> None:
+        """Bring J of the signals ``idx[loc]`` from their held pattern to ``pattern``.
+
+        With ``P_k`` the Jacobian of hidden pre-activation k and ``D_k`` its slopes, the product
+        ``J = W_L D_L-1 ... W_k D_k P_k`` changes, when the slopes change by ``dD_k``, by the telescoping
+        sum over k of ``(W_L D'_L-1 ... W_k) dD_k P_k``: new slopes above layer k, the held ``P_k`` below.
+        ``dD_k`` is nonzero only on the moved units, so each moved unit v of layer k adds the outer
+        product of ``dD_k[v] P_k[v]`` (n_0) with the unit direction e_v pushed from layer k to the
+        output on the new slopes; the hidden ``P_i`` above k change the same way, read off on the way.
+        """
+        g, sig = self.generator, idx[loc]
+        n_layers, dtype = g.n_layers, self.jt.dtype
+        # pre-activation k -> (pairs' signals, c, y) per layer of moved units (pairs sorted by signal)
+        parts: dict[int, list] = {k: [] for k in range(2, n_layers + 1)}
+        for j in range(1, n_layers):
+            pairs = torch.nonzero(moved[j - 1][loc])
+            if not pairs.numel():
+                continue
+            who, unit = pairs[:, 0], pairs[:, 1]
+            # the slope's change at a moved unit: +-1 for relu, +-(1 - a) for leaky relu
+            on = pattern[j - 1][loc[who], unit]
+            change = _slope(g, j - 1, on, dtype) - _slope(g, j - 1, ~on, dtype)
+            held = self._first(dtype)[:, unit].T if j == 1 else self.inner[j - 2][sig[who], :, unit]
+            c = held * change.unsqueeze(-1)
+            y = self._columns(j, unit, dtype)  # W e_v
+            for k in range(j + 1, n_layers + 1):  # y is the direction's pre-activation k
+                parts[k].append((who, c, y))
+                if k < n_layers:
+                    y = self._forward(k, y * _slope(g, k - 1, pattern[k - 1][loc[who]], dtype))
+        for k, items in parts.items():
+            for who, c, y in items:
+                _add_outer_sums(self.jt if k == n_layers else self.inner[k - 2], sig, who, c, y)
+        for h, p in zip(self.held, pattern):
+            h[sig] = p[loc]
+
+    def _first(self, dtype: torch.dtype) -> torch.Tensor:
+        key = ("first", dtype)
+        if key not in self._cache:
+            self._cache[key] = _first_jacobian_t(self.generator, self.rows, dtype)
+        return self._cache[key]
+
+    def _dense_t(self, i: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """Layer ``i``'s matrix transposed (n_i, n_i+1; the last layer's observed rows), contiguous, in
+        ``dtype``; None for a layer that is not a stored matrix."""
+        key = (i, dtype)
+        if key not in self._cache:
+            op, _ = self.generator._layer_on(i, self.rows)
+            self._cache[key] = op.matrix.T.to(dtype).contiguous() if isinstance(op, Dense) else None
+        return self._cache[key]
+
+    def _columns(self, i: int, unit: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Layer ``i``'s operator applied to the unit vectors ``e_unit`` (len(unit), n_i+1)."""
+        mat = self._dense_t(i, dtype)
+        if mat is not None:
+            return mat.index_select(0, unit)
+        return self._forward(i, torch.nn.functional.one_hot(unit, self.generator.widths[i]).to(dtype))
+
+    def _forward(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        mat = self._dense_t(i, h.dtype)
+        if mat is not None:
+            return h @ mat
+        op, _ = self.generator._layer_on(i, self.rows)
+        return op.forward(h)
 
     def exact(self, which: torch.Tensor) -> None:
         """Build J in the generator's dtype for the signals ``which`` from their next :meth:`get`."""
@@ -296,6 +398,50 @@ class _Jacobians:
         self.built[which] = False
         if self.jt is not None:
             self.jt = self.jt.to(self.generator.dtype)  # the cache holds both precisions from now on
+            self.inner = [h.to(self.generator.dtype) for h in self.inner]
+
+
+def patch_costs(generator: Generator, out_rows) -> tuple[int, list[int]]:
+    """Multiply-adds per signal of building J (:func:`_jacobian_t` after the first layer), and of
+    patching it for one moved unit of each hidden layer (:meth:`_Jacobians._patch`)."""
+    n_layers, n0 = generator.n_layers, generator.latent_dim
+    outs = [generator.widths[i + 1] for i in range(n_layers)]
+    if out_rows is not None:
+        outs[-1] = int(out_rows.numel())
+    layer = [generator.widths[i] * outs[i] for i in range(n_layers)]
+    units = []
+    for j in range(1, n_layers):
+        first = outs[j] if generator.layer_type(j) == "dense" else layer[j]
+        units.append(first + sum(layer[j + 1 :]) + n0 * sum(outs[j:]))
+    return n0 * sum(layer[1:]), units
+
+
+_OUTER_GROUP = 64
+"""Signals per batched product of :func:`_add_outer_sums` (their stacks stay in cache)."""
+
+
+def _add_outer_sums(
+    target: torch.Tensor, rows: torch.Tensor, who: torch.Tensor, c: torch.Tensor, y: torch.Tensor
+) -> None:
+    """``target[rows[s]] += sum_p c_p y_p^T`` over the pairs p with ``who[p] = s`` (``who`` sorted,
+    ``c`` (P, a), ``y`` (P, b), ``target`` (B, a, b)): each group of consecutive signals packs its
+    pairs into zero-padded stacks (as wide as its largest count) for one batched product."""
+    counts = torch.bincount(who, minlength=rows.numel())
+    ends = torch.cumsum(counts, 0)
+    pos = torch.arange(who.numel(), device=who.device) - (ends - counts)[who]
+    ends_list = ends.tolist()
+    for lo in range(0, rows.numel(), _OUTER_GROUP):
+        hi = min(lo + _OUTER_GROUP, rows.numel())
+        first, last = (ends_list[lo - 1] if lo else 0), ends_list[hi - 1]
+        if last == first:
+            continue
+        width = int(counts[lo:hi].max())
+        cs = c.new_zeros(hi - lo, width, c.shape[1])
+        ys = y.new_zeros(hi - lo, width, y.shape[1])
+        local, at = who[first:last] - lo, pos[first:last]
+        cs[local, at] = c[first:last]
+        ys[local, at] = y[first:last]
+        target.index_add_(0, rows[lo:hi], cs.mT @ ys)
 
 
 def _gauss_newton_chunk(

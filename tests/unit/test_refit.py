@@ -28,7 +28,7 @@ def test_refit_on_a_fixed_pattern_reaches_float64_least_squares_with_a_float32_j
     pattern = obs.trace_true.supports[:-1]
     built = []
     real = oracle._jacobian_t
-    monkeypatch.setattr(oracle, "_jacobian_t", lambda *a: built.append(a[3]) or real(*a))
+    monkeypatch.setattr(oracle, "_jacobian_t", lambda *a, **k: built.append(a[3]) or real(*a, **k))
     z = refit_on_pattern(G, obs, torch.zeros_like(obs.z_true), pattern)
     assert built == [torch.float32]  # one J, in float32, for the whole batch
     ref = _ls_on_pattern(G, obs, pattern)
@@ -41,7 +41,7 @@ def test_the_jacobian_is_rebuilt_only_where_the_pattern_moved(monkeypatch):
     obs = geninv.observe(G, G.sample_latent(64, seed=1), mask=mask)
     rebuilt = []
     real = oracle._jacobian_t
-    monkeypatch.setattr(oracle, "_jacobian_t", lambda *a: rebuilt.append(a[4]) or real(*a))
+    monkeypatch.setattr(oracle, "_jacobian_t", lambda *a, **k: rebuilt.append(a[4]) or real(*a, **k))
     # From the truth the pattern never moves: one J per signal, then only the polish.
     z = refit(G, obs, obs.z_true)
     assert sum(rebuilt) == 64
@@ -58,6 +58,82 @@ def test_the_jacobian_is_rebuilt_only_where_the_pattern_moved(monkeypatch):
     assert 64 <= sum(rebuilt) < sum(iterations)
 
 
+def _moved(pattern, share, seed):
+    rng = torch.Generator().manual_seed(seed)
+    return tuple(p ^ (torch.rand(p.shape, generator=rng) < share) for p in pattern)
+
+
+@pytest.mark.parametrize(
+    "make, rows",
+    [
+        (lambda dt: geninv.Generator.random([20, 128, 392, 784], seed=0, dtype=dt), 314),
+        (lambda dt: geninv.Generator.random([8, 30, 50, 70, 90], seed=0, dtype=dt, hidden="leaky_relu"), None),
+        (lambda dt: geninv.Generator.random_conv(4, [4, 3, 1], size=2, seed=0, dtype=dt), 40),
+    ],
+    ids=["relu-3-layers", "leaky-4-layers", "conv"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_patched_jacobian_equals_a_rebuilt_one(monkeypatch, make, rows, dtype):
+    """Where a few units of a signal's pattern moved, J (and the kept hidden Jacobians) are patched
+    by the moved units' directions instead of rebuilt: the same matrices to the rounding of J's dtype,
+    without a rebuild; a float64 J (an ill-conditioned signal) to float64's."""
+    G = make(dtype)
+    batch = 24
+    out = None if rows is None else torch.randperm(G.output_dim, generator=torch.Generator().manual_seed(0))[:rows]
+    out = None if out is None else out.sort().values
+    z = G.sample_latent(batch, seed=1)
+    pattern = G.trace(z).supports[:-1]
+    moved = _moved(pattern, 0.03, seed=2)
+    idx = torch.arange(batch)
+    real, builds = oracle._jacobian_t, []
+    for exact in (False, True):
+        jac = oracle._Jacobians(G, out, batch)
+        jac.get(idx, pattern, oracle._slopes(G, pattern, dtype))
+        if exact:
+            jac.exact(idx)
+            jac.get(idx, pattern, oracle._slopes(G, pattern, dtype))
+        builds.clear()
+        monkeypatch.setattr(oracle, "_jacobian_t", lambda *a, **k: builds.append(a[4]) or real(*a, **k))
+        patched = jac.get(idx, moved, oracle._slopes(G, moved, dtype)).clone()
+        monkeypatch.setattr(oracle, "_jacobian_t", real)
+        assert sum(builds) < batch // 2  # most signals were patched, not rebuilt
+        inner = []
+        ref = real(G, oracle._slopes(G, moved, jac.jt.dtype), out, jac.jt.dtype, batch, keep=inner)
+        tol = 1e-13 if jac.jt.dtype == torch.float64 else 2e-6
+        assert float((patched - ref).abs().max()) <= tol * float(ref.abs().max())
+        assert len(jac.inner) == len(inner) == G.n_layers - 2
+        for kept, fresh in zip(jac.inner, inner):
+            assert float((kept - fresh).abs().max()) <= tol * float(fresh.abs().max())
+        assert all(bool((h == p).all()) for h, p in zip(jac.held, moved))
+
+
+def test_the_refit_patches_the_jacobian_where_few_units_moved(monkeypatch):
+    """At 60% missing the refit walks through several patterns; after the first iterations most
+    signals move a few units, and their J is patched: fewer rebuilt signals, the same exact answer."""
+    G = geninv.Generator.random([20, 128, 392, 784], seed=0)
+    mask = geninv.masks.random_pixels(784, 0.6, seed=2)
+    obs = geninv.observe(G, G.sample_latent(64, seed=1), mask=mask)
+    built, patched = [], []
+    real, real_patch = oracle._jacobian_t, oracle._Jacobians._patch
+    monkeypatch.setattr(oracle, "_jacobian_t", lambda *a, **k: built.append(a[4]) or real(*a, **k))
+
+    def spy(self, idx, loc, *rest):
+        patched.append(loc.numel())
+        real_patch(self, idx, loc, *rest)
+
+    monkeypatch.setattr(oracle._Jacobians, "_patch", spy)
+    res = geninv.invert(G, obs, "hybrid")
+    assert _rel(res.z_hat, obs.z_true) < 1e-12
+    assert set(res.statuses) == {"converged"}
+    assert sum(patched) >= 64 and sum(built) < 3 * 64
+    monkeypatch.setattr(oracle._Jacobians, "_patch", lambda *a: None)
+    monkeypatch.setattr(oracle, "patch_costs", lambda *a: (0, [1] * 8))  # never patch: rebuild
+    built.clear()
+    again = geninv.invert(G, obs, "hybrid")
+    assert sum(built) > 4 * 64
+    assert _rel(again.z_hat, obs.z_true) < 1e-12
+
+
 def test_an_ill_conditioned_jacobian_is_rebuilt_in_float64(monkeypatch):
     """Two latent directions 1e-5 apart: J's Gram has condition ~1e11, where a float32 J would make
     each iteration gain almost nothing; those signals get J in float64 and still converge."""
@@ -69,7 +145,7 @@ def test_an_ill_conditioned_jacobian_is_rebuilt_in_float64(monkeypatch):
     pattern = obs.trace_true.supports[:-1]
     dtypes = []
     real = oracle._jacobian_t
-    monkeypatch.setattr(oracle, "_jacobian_t", lambda *a: dtypes.append(a[3]) or real(*a))
+    monkeypatch.setattr(oracle, "_jacobian_t", lambda *a, **k: dtypes.append(a[3]) or real(*a, **k))
     z = refit_on_pattern(G, obs, torch.zeros_like(obs.z_true), pattern)
     assert dtypes[0] == torch.float32 and torch.float64 in dtypes
     ref = _ls_on_pattern(G, obs, pattern)
