@@ -98,8 +98,9 @@ class StepProblem:
         return x @ self.weight.T if self.weight is not None else self.op.forward(x)
 
 
-# solve(problem) -> (x (B, n), solver name, ok (B,) bool)
-StepSolver = Callable[[StepProblem], tuple[torch.Tensor, str, torch.Tensor]]
+# solve(problem) -> (x (B, n), solver name, ok (B,) bool), or with a fourth entry W x (B, m) of that x
+# (without the bias) where the solver has it
+StepSolver = Callable[[StepProblem], tuple]
 
 
 def support_threshold(x: torch.Tensor) -> torch.Tensor:
@@ -355,22 +356,23 @@ def sweep(
         t0 = time.perf_counter()
         if layer < generator.n_layers - 1:
             problem = hidden_problem(generator, layer, estimates[layer + 1], spreads[layer + 1], threshold=threshold)
-        xs, oks, sps, names = [], [], [], set()
+        xs, oks, sps, preds, names = [], [], [], [], set()
         for part in chunks(obs.batch_size, _step_bytes(problem)):
             sub = _slice(problem, part)
-            x, name, ok = solve(sub) if sub.weight is not None else matrix_free_step(sub)
-            if sub.nonneg:
-                x = x.clamp_min(0)
+            x, name, ok, *wx = solve(sub) if sub.weight is not None else matrix_free_step(sub)
+            if sub.nonneg and not bool((x >= 0).all()):
+                x, wx = x.clamp_min(0), []
             xs.append(x)
             oks.append(ok)
             sps.append(_estimate_spread(sub, x))
+            preds.append(wx[0] if wx else sub.apply(x))
             names.add(name)
         x = torch.cat(xs)
         ok = torch.cat(oks)
         estimates[layer] = x
         spreads[layer] = torch.cat(sps)
         ok_all &= ok
-        pred = problem.apply(x) + (0 if problem.bias is None else problem.bias)
+        pred = torch.cat(preds) + (0 if problem.bias is None else problem.bias)
         resid = (pred - problem.target) * problem.rows
         if problem.row_weights is not None:
             resid = resid * problem.row_weights

@@ -31,20 +31,24 @@ def _fit_tol(dtype: torch.dtype) -> float:
     return 100 * math.sqrt(float(torch.finfo(dtype).eps))
 
 
-def _exact_shortcut(p: StepProblem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Least squares on the rows; ``(x, accepted, determined)``: accepted where it is determined,
-    exact and sign-feasible."""
+def _exact_shortcut(p: StepProblem):
+    """Least squares on the rows; ``(x, accepted, determined, x_accepted, pred)``: accepted where it
+    is determined, exact and sign-feasible. For a relu layer ``x_accepted`` is x on x >= 0 (what the
+    step returns), and the fit and the inequalities are checked on it; ``pred`` is its ``W x``."""
     t = p.shifted_target
     x, determined = lstsq_rows(p.weight, t, p.rows, weights=p.row_weights)
-    pred = x @ p.weight.T
-    scale = torch.linalg.vector_norm(t * p.rows, dim=-1).clamp_min(torch.finfo(x.dtype).tiny)
-    resid = torch.linalg.vector_norm((pred - t) * p.rows, dim=-1) / scale
     xs = x.abs().amax(-1).clamp_min(torch.finfo(x.dtype).tiny)
-    ok = determined & (resid <= _fit_tol(x.dtype)) & (p.noise == 0)
+    ok = determined & (p.noise == 0)
+    accepted = x
     if p.nonneg:
         ok &= (x >= -_fit_tol(x.dtype) * xs.unsqueeze(-1)).all(-1)
-    ok &= _feasible(p, x, pred)
-    return x, ok, determined
+        accepted = x.clamp_min(0)
+    pred = accepted @ p.weight.T
+    scale = torch.linalg.vector_norm(t * p.rows, dim=-1).clamp_min(torch.finfo(x.dtype).tiny)
+    resid = torch.linalg.vector_norm((pred - t) * p.rows, dim=-1) / scale
+    ok &= resid <= _fit_tol(x.dtype)
+    ok &= _feasible(p, accepted, pred)
+    return x, ok, determined, accepted, pred
 
 
 def _feasible(p: StepProblem, x: torch.Tensor, pred: torch.Tensor | None = None) -> torch.Tensor:
@@ -127,13 +131,17 @@ def _nnls_polished(p: StepProblem, t, rows, weights, lam) -> tuple[torch.Tensor,
     return torch.where(better.unsqueeze(-1), x_pol, x), kkt
 
 
-def latent_pursuit_step(p: StepProblem, config: LatentPursuitConfig) -> tuple[torch.Tensor, str, torch.Tensor]:
+def latent_pursuit_step(
+    p: StepProblem, config: LatentPursuitConfig
+) -> tuple[torch.Tensor, str, torch.Tensor, torch.Tensor]:
     """One Latent-Pursuit step on a batch.
 
     Clean signals: least squares accepted where it is determined, exact and feasible, else
     non-negative least squares. Noisy signals on a determined step: least squares projected on
     x >= 0 (the supports are decided afterwards on the noise scale, and the final refit fixes the
     values), else non-negative (Lasso) least squares. Then the inequalities, batched.
+    Returns ``(x, solver names, ok, W x)``: the product of the shortcut where it was accepted (the
+    sweep's step residual needs no further pass with the layer's matrix there).
     """
     lam = _auto_lam(p, config.lam_scale)
     names: set[str] = set()
@@ -161,11 +169,12 @@ def latent_pursuit_step(p: StepProblem, config: LatentPursuitConfig) -> tuple[to
             names.add("nnls")
         return x, det
 
-    x, ok, det = _exact_shortcut(p)
+    x, ok, det, accepted, pred = _exact_shortcut(p)
     todo = ~ok
     if bool(todo.any()):
         idx = torch.nonzero(todo).flatten()
         x[idx], ok[idx] = solve(p.rows[idx], idx, (x[idx].clone(), det[idx]))
+    x = torch.where(todo.unsqueeze(-1), x, accepted)
     names.add("lstsq")
     if config.inequalities and config.undetermined == "nnls" and bool(todo.any()) and bool(p.off_rows.any()):
         # The shortcut's accepted signals passed this check already: only the re-solved ones.
@@ -185,7 +194,10 @@ def latent_pursuit_step(p: StepProblem, config: LatentPursuitConfig) -> tuple[to
             x[idx] = x_sub
             ok[idx] = ok[idx] & feasible
             names.add("active-set")
-    return x, "+".join(sorted(names)), ok
+    if bool(todo.any()):  # W x of the re-solved signals (the accepted ones' is the shortcut's)
+        rest = torch.nonzero(todo).flatten()
+        pred[rest] = x[rest] @ p.weight.T
+    return x, "+".join(sorted(names)), ok, pred
 
 
 def _take(p: StepProblem, idx: torch.Tensor) -> StepProblem:
@@ -245,7 +257,7 @@ class LayeredBPConfig:
 def lbp_step(p: StepProblem, config: LayeredBPConfig) -> tuple[torch.Tensor, str, torch.Tensor]:
     """One Layered Basis-Pursuit step: no sign constraint, l1 for sparsity."""
     signed = dataclasses.replace(p, nonneg=False, off_rows=torch.zeros_like(p.off_rows))
-    x, ok, _ = _exact_shortcut(signed)
+    x, ok, *_ = _exact_shortcut(signed)
     solver = "lstsq"
     todo = ~ok
     if not bool(todo.any()):

@@ -156,3 +156,28 @@ def test_lbp_exact_on_the_half_hidden_convolutional_decoder():
     err = latent_error(result.z_hat, obs.z_true)
     assert float(err.max()) < 1e-6, np.flatnonzero(err.numpy() > 1e-6)
     assert list(result.statuses) == ["converged"] * 50
+
+
+@pytest.mark.parametrize("missing", [0.0, 0.3])
+def test_each_steps_residual_is_that_of_its_estimate_without_another_product(monkeypatch, missing):
+    """Where latent-pursuit's shortcut is accepted, its product ``W x`` is the step residual's: no
+    further pass with the layer's matrix, and the same residuals as a step that recomputes it (the
+    solver's x is returned on x >= 0, and the product is of that x)."""
+    import geninv.inversion._layerwise as layerwise
+    import geninv.inversion.pursuit as pursuit
+
+    G = geninv.Generator.random([10, 60, 150, 300], seed=0, bias=True)
+    mask = geninv.masks.random_pixels(300, missing, seed=2) if missing else None
+    obs = geninv.observe(G, G.sample_latent(16, seed=1), mask=mask)
+    applied = []
+    real_apply = layerwise.StepProblem.apply
+    monkeypatch.setattr(layerwise.StepProblem, "apply", lambda self, x: applied.append(1) or real_apply(self, x))
+    res = geninv.invert(G, obs, "latent-pursuit")
+    assert applied == [] and set(res.statuses) == {"converged"}
+    real_step = pursuit.latent_pursuit_step
+    monkeypatch.setattr(pursuit, "latent_pursuit_step", lambda p, config: real_step(p, config)[:3])
+    again = geninv.invert(G, obs, "latent-pursuit")
+    assert len(applied) == G.n_layers  # each step recomputes W x
+    for a, b in zip(res.steps, again.steps):
+        assert torch.equal(a.estimate, b.estimate)
+        np.testing.assert_allclose(a.residual, b.residual, rtol=1e-10, atol=1e-13 * float(obs.y.norm(dim=-1).max()))
