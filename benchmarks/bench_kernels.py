@@ -167,6 +167,14 @@ def least_squares(quick: bool) -> list[dict]:
     qr_t = best_time(qr, repeats=1)
     ours_t = best_time(lambda: linear.lstsq_rows(a, t, torch.ones_like(t, dtype=torch.bool)), repeats=1)
     rows.append(_row("shared least squares", f"{m}x{n}", torch.float64, 64, qr_t, ours_t, ("qr", "geninv")))
+    # The Gram of a shared output layer (the semi-normal equations' factor): the output layers of the
+    # [64, 512, 2048, 8192] and [128, 1024, 4096, 16384] generators, in the dtypes their batches use.
+    sizes = [(2048, 512, torch.float64)] if quick else [(8192, 2048, torch.float64), (16384, 4096, torch.float32)]
+    for m, n, dtype in sizes:
+        a = torch.randn(m, n, generator=gen, dtype=dtype)
+        product_t = best_time(lambda a=a: a.T @ a, repeats=1)
+        ours_t = best_time(lambda a=a: linear.gram(a), repeats=1)
+        rows.append(_row("shared gram", f"{m}x{n}", dtype, 1, product_t, ours_t, ("matmul", "syrk")))
     return rows
 
 

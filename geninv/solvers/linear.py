@@ -23,19 +23,49 @@ def _eps(dtype: torch.dtype) -> float:
 _BLAS = None
 
 
-def _one_blas_thread():
-    """Context that runs scipy's BLAS / LAPACK on one thread (threadpoolctl).
+def _blas_threads(threads: int = 1):
+    """Context that runs scipy's BLAS / LAPACK on ``threads`` threads (threadpoolctl).
 
     The batched calls below loop over many small matrices; OpenBLAS's own threads inside each one
     only spin: on this project's 2-core machine with the other core busy, potrf and syevr ran 2-3x
-    slower with them than without.
+    slower with them than without. One large call (:func:`gram`) takes as many as torch's products.
     """
     global _BLAS
     if _BLAS is None:
         from threadpoolctl import ThreadpoolController
 
         _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+    return _BLAS.limit(limits=threads, user_api="blas")
+
+
+GRAM_SYRK_MIN_N = 256
+"""Smallest width from which :func:`gram` takes BLAS ``syrk`` on the CPU."""
+
+
+def gram(a: torch.Tensor) -> torch.Tensor:
+    """``a^T a`` of one matrix ``a`` (m, n).
+
+    On the CPU (float32 / float64, n >= ``GRAM_SYRK_MIN_N``), BLAS ``syrk`` computes one triangle
+    (half the products of ``a.T @ a``) on as many threads as torch's products, and it is mirrored:
+    the Gram of the widest benchmark generator's output layer (16,384 x 4,096, float32, one thread)
+    took 3.0 s instead of 7.1 s (``benchmarks/bench_kernels.py``, row ``shared gram``). Elsewhere
+    the matrix product.
+    """
+    n = a.shape[-1]
+    if a.ndim != 2 or a.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64) or a.requires_grad:
+        return a.T @ a
+    if n < GRAM_SYRK_MIN_N or a.shape[0] == 0:
+        return a.T @ a
+    from scipy.linalg.blas import get_blas_funcs
+
+    arr = a.detach().contiguous().numpy()
+    (syrk,) = get_blas_funcs(("syrk",), (arr,))
+    with _blas_threads(torch.get_num_threads()):
+        # arr.T is a^T Fortran-ordered; syrk's a a^T is the Gram, in the upper triangle of a Fortran
+        # array: the lower triangle of its transpose read in C order.
+        upper = syrk(1.0, arr.T, trans=0, lower=0)
+    low = torch.from_numpy(upper.T).tril()
+    return low + low.tril(-1).mT
 
 
 LAPACK_MIN_N = 96
@@ -82,7 +112,7 @@ def cholesky_ex(gram: torch.Tensor, overwrite: bool = False) -> tuple[torch.Tens
         return torch.linalg.cholesky_ex(gram)
     flat, arr, potrf = batch
     info = np.zeros(arr.shape[0], dtype=np.int32)
-    with _one_blas_thread():
+    with _blas_threads():
         for i in range(arr.shape[0]):
             # LAPACK's upper factor U of arr[i].T (U^T U = A) is, read in C order, the lower factor L.
             _, info[i] = potrf(arr[i].T, lower=0, overwrite_a=1, clean=0)
@@ -114,7 +144,7 @@ def gram_cholesky(a: torch.Tensor, counts: torch.Tensor | None = None) -> tuple[
     (potrf,) = get_lapack_funcs(("potrf",), (stack,))
     used = [a.shape[1]] * batch if counts is None else counts.tolist()
     info = np.zeros(batch, dtype=np.int32)
-    with _one_blas_thread():
+    with _blas_threads():
         for i in range(batch):
             # arr[i].T is the i-th matrix Fortran-ordered; stack[i, :k].T is a^T (n, k), so syrk's
             # a a^T is the Gram. Both write the upper triangle of arr[i].T: the lower one of arr[i].
@@ -143,7 +173,7 @@ def smallest_eigenvalues(mats: torch.Tensor) -> torch.Tensor:
         return torch.linalg.eigvalsh(mats)[..., 0]
     _, arr, syevr = batch
     out = np.empty(arr.shape[0], dtype=arr.dtype)
-    with _one_blas_thread():
+    with _blas_threads():
         for i in range(arr.shape[0]):
             w, _, _, _, info = syevr(arr[i].T, compute_v=0, range="I", il=1, iu=1, overwrite_a=1)
             out[i] = w[0] if info == 0 else np.nan
@@ -425,7 +455,7 @@ def _lstsq_shared(a: torch.Tensor, t: torch.Tensor, refine: int) -> tuple[torch.
     low = torch.float32 if a.dtype == torch.float64 and n > 8 * t.shape[0] else a.dtype
     for dtype in dict.fromkeys((low, a.dtype)):
         af = a.to(dtype)
-        chol, info = torch.linalg.cholesky_ex(af.T @ af)
+        chol, info = torch.linalg.cholesky_ex(gram(af))
         pivots = torch.diagonal(chol).pow(2)
         if int(info) != 0 or not bool(pivots.amin() > pivots.amax() * _eps(dtype) ** 0.5):
             continue
@@ -613,7 +643,7 @@ def _scipy_nnls(a, tt, r, shared: bool, x: torch.Tensor, signals: list[int]) -> 
     t_np = tt.detach().cpu().double().numpy()
     keep_all = r.detach().cpu().numpy() != 0
     solved = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    with _one_blas_thread():
+    with _blas_threads():
         for b in signals:
             keep = keep_all[b]
             a_b = a_np if shared else a_np[b]

@@ -249,3 +249,21 @@ def test_refit_least_squares_in_float32_is_solved_in_float64():
     assert bool((err <= 2 * torch.finfo(torch.float32).eps * ref[good].abs().amax(-1)).all())
     resid32 = (a32[3] @ x32[3] - b32[3]).double().norm()
     assert float(resid32) <= float((a32[3].double() @ ref[3] - b32[3].double()).norm()) * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(700, 300), (60, 300), (300, 40)], ids=["tall", "wide", "narrow"])
+def test_the_shared_gram_is_the_matrix_product_and_keeps_the_thread_counts(dtype, shape):
+    """``linear.gram`` (BLAS syrk on one triangle from 256 columns, mirrored: exactly symmetric there)
+    equals ``a.T @ a`` to the dtype's rounding, and leaves torch's and the BLAS libraries' thread
+    counts as they were."""
+    a = torch.randn(*shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    linear.gram(a.new_ones(2, linear.GRAM_SYRK_MIN_N))  # scipy's BLAS loaded: the same libraries below
+    before = (torch.get_num_threads(), [i["num_threads"] for i in threadpool_info()])
+    g = linear.gram(a)
+    assert (torch.get_num_threads(), [i["num_threads"] for i in threadpool_info()]) == before
+    ref = a.double().T @ a.double()
+    assert g.dtype == dtype and g.shape == (shape[1], shape[1])
+    assert torch.equal(g, g.T) or shape[1] < linear.GRAM_SYRK_MIN_N
+    eps = torch.finfo(dtype).eps
+    assert float((g.double() - ref).abs().max()) <= 10 * shape[0] * eps * float(ref.diagonal().max())
