@@ -48,7 +48,7 @@ def gram(a: torch.Tensor) -> torch.Tensor:
     On the CPU (float32 / float64, n >= ``GRAM_SYRK_MIN_N``), BLAS ``syrk`` computes one triangle
     (half the products of ``a.T @ a``) on as many threads as torch's products, and it is mirrored:
     the Gram of the widest benchmark generator's output layer (16,384 x 4,096, float32, one thread)
-    took 3.0 s instead of 7.1 s (``benchmarks/bench_kernels.py``, row ``shared gram``). Elsewhere
+    took 3.1 s instead of 5.9 s (``benchmarks/bench_kernels.py``, row ``shared gram``). Elsewhere
     the matrix product.
     """
     n = a.shape[-1]
