@@ -462,8 +462,8 @@ def _gauss_newton_chunk(
 
     J is rebuilt only for signals whose pattern moved (patched where only a few units moved), in
     float32 for a float64 generator (:class:`_Jacobians`), while the gradient ``J^T r`` stays exact
-    (one backward pass): the iteration still converges to the float64 least-squares point, the rounded Gram only slowing
-    the last digits by ~cond(J)^2 eps32 per iteration. Signals whose Gram is conditioned too
+    (one backward pass): the iteration still converges to the float64 least-squares point, the
+    rounded Gram only slowing the last digits by ~cond(J)^2 eps32 per iteration. Signals whose Gram is conditioned too
     poorly for that (:data:`_EXACT_GRAM`) get J in float64. A signal stops when its step falls
     below 10 eps of z (``polish``), or below sqrt(eps) for a start that another refit polishes.
     With pattern updates, the trace at the full step (computed for its loss) serves as the next

@@ -34,7 +34,8 @@ def _fit_tol(dtype: torch.dtype) -> float:
 def _exact_shortcut(p: StepProblem):
     """Least squares on the rows; ``(x, accepted, determined, x_accepted, pred)``: accepted where it
     is determined, exact and sign-feasible. For a relu layer ``x_accepted`` is x on x >= 0 (what the
-    step returns), and the fit and the inequalities are checked on it; ``pred`` is its ``W x``."""
+    step returns), and the fit and the inequalities are checked on it; ``pred`` is its ``W x``, None
+    where no signal could be accepted (an undetermined or noisy step: no product is made)."""
     t = p.shifted_target
     x, determined = lstsq_rows(p.weight, t, p.rows, weights=p.row_weights)
     xs = x.abs().amax(-1).clamp_min(torch.finfo(x.dtype).tiny)
@@ -43,6 +44,8 @@ def _exact_shortcut(p: StepProblem):
     if p.nonneg:
         ok &= (x >= -_fit_tol(x.dtype) * xs.unsqueeze(-1)).all(-1)
         accepted = x.clamp_min(0)
+    if not bool(ok.any()):
+        return x, ok, determined, accepted, None
     pred = accepted @ p.weight.T
     scale = torch.linalg.vector_norm(t * p.rows, dim=-1).clamp_min(torch.finfo(x.dtype).tiny)
     resid = torch.linalg.vector_norm((pred - t) * p.rows, dim=-1) / scale
@@ -194,7 +197,9 @@ def latent_pursuit_step(
             x[idx] = x_sub
             ok[idx] = ok[idx] & feasible
             names.add("active-set")
-    if bool(todo.any()):  # W x of the re-solved signals (the accepted ones' is the shortcut's)
+    if pred is None:
+        pred = x @ p.weight.T
+    elif bool(todo.any()):  # W x of the re-solved signals (the accepted ones' is the shortcut's)
         rest = torch.nonzero(todo).flatten()
         pred[rest] = x[rest] @ p.weight.T
     return x, "+".join(sorted(names)), ok, pred

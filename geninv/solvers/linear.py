@@ -51,10 +51,8 @@ def gram(a: torch.Tensor) -> torch.Tensor:
     took 3.1 s instead of 5.9 s (``benchmarks/bench_kernels.py``, row ``shared gram``). Elsewhere
     the matrix product.
     """
-    n = a.shape[-1]
-    if a.ndim != 2 or a.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64) or a.requires_grad:
-        return a.T @ a
-    if n < GRAM_SYRK_MIN_N or a.shape[0] == 0:
+    cpu_float = a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and not a.requires_grad
+    if a.ndim != 2 or not cpu_float or a.shape[-1] < GRAM_SYRK_MIN_N or a.shape[0] == 0:
         return a.T @ a
     from scipy.linalg.blas import get_blas_funcs
 
@@ -249,8 +247,9 @@ def lstsq_rows(
     Normal equations with a Cholesky factorization (batched), made accurate to working precision by
     ``refine`` steps of iterative refinement. ``mixed``: problems on per-signal rows with many unknowns
     factorise in float32 and refine in the working precision (:func:`_lstsq_mixed`), falling back
-    to a factor in the working precision where that does not settle. Returns ``(x, determined)`` where ``determined`` is
-    True when the restricted matrix has full column rank (the solution is unique).
+    to a factor in the working precision where that does not settle. Returns ``(x, determined)``
+    where ``determined`` is True when the restricted matrix has full column rank (the solution is
+    unique).
     """
     batch, n = target.shape[0], weight.shape[1]
     if batch > 1 and rows_shared(rows, weights):
