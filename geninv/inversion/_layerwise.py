@@ -372,8 +372,8 @@ def sweep(
         estimates[layer] = x
         spreads[layer] = torch.cat(sps)
         ok_all &= ok
-        pred = torch.cat(preds) + (0 if problem.bias is None else problem.bias)
-        resid = (pred - problem.target) * problem.rows
+        pred = preds[0] if len(preds) == 1 else torch.cat(preds)
+        resid = torch.where(problem.rows, pred - problem.shifted_target, 0)
         if problem.row_weights is not None:
             resid = resid * problem.row_weights
         steps.append(

@@ -47,8 +47,8 @@ def _exact_shortcut(p: StepProblem):
     if not bool(ok.any()):
         return x, ok, determined, accepted, None
     pred = accepted @ p.weight.T
-    scale = torch.linalg.vector_norm(t * p.rows, dim=-1).clamp_min(torch.finfo(x.dtype).tiny)
-    resid = torch.linalg.vector_norm((pred - t) * p.rows, dim=-1) / scale
+    scale = torch.linalg.vector_norm(torch.where(p.rows, t, 0), dim=-1).clamp_min(torch.finfo(x.dtype).tiny)
+    resid = torch.linalg.vector_norm(torch.where(p.rows, pred - t, 0), dim=-1) / scale
     ok &= resid <= _fit_tol(x.dtype)
     ok &= _feasible(p, accepted, pred)
     return x, ok, determined, accepted, pred

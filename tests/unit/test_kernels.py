@@ -128,6 +128,26 @@ def test_shared_rows_semi_normal_and_qr_agree(dtype, batch):
         torch.testing.assert_close(ours.double(), ref, rtol=tol, atol=tol * scale)
 
 
+@pytest.mark.parametrize("noise", [0.0, 1e-3])
+def test_a_float32_factor_settles_in_two_passes_at_float64_precision(noise, monkeypatch):
+    """A float64 batch much smaller than the shared matrix factorises in float32; where the
+    refinement clearly contracts (a random 2000 x 256 matrix: ~1e-6 per pass), it stops after the
+    pass whose successor would be negligible: three solves (the start and two passes), not four, and
+    the answer is the float64 least-squares one to ~1e-14 (clean or not)."""
+    gen = torch.Generator().manual_seed(9)
+    a = torch.randn(2000, 256, generator=gen, dtype=torch.float64)
+    x = torch.randn(4, 256, generator=gen, dtype=torch.float64)
+    t = x @ a.T + noise * torch.randn(4, 2000, generator=gen, dtype=torch.float64)
+    solves = []
+    route = torch.cholesky_solve
+    monkeypatch.setattr(torch, "cholesky_solve", lambda b, c, **k: solves.append(c.dtype) or route(b, c, **k))
+    ours, det = linear.lstsq_rows(a, t, torch.ones_like(t, dtype=torch.bool))
+    assert solves == [torch.float32] * 3 and bool(det.all())
+    ref = torch.linalg.lstsq(a, t.T).solution.T
+    err = torch.linalg.vector_norm(ours - ref, dim=-1) / torch.linalg.vector_norm(ref, dim=-1)
+    assert float(err.max()) < 1e-14
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_shared_rows_with_a_column_no_row_sees(dtype):
     """Shared rows whose matrix has a zero column (a unit that only feeds hidden pixels, as in the
