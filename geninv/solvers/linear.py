@@ -117,36 +117,59 @@ def cholesky_ex(gram: torch.Tensor, overwrite: bool = False) -> tuple[torch.Tens
     return flat.tril_().reshape(gram.shape), torch.from_numpy(info).reshape(gram.shape[:-2])
 
 
-def gram_cholesky(a: torch.Tensor, counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lower Cholesky factor and ``info`` (as :func:`cholesky_ex`) of each Gram matrix ``a[i]^T a[i]``
-    of a stack ``a`` (B, k, n) whose signal i uses its first ``counts[i]`` rows (the rest is zero
-    padding, which the CPU path skips).
+def gram_cholesky(
+    a: torch.Tensor,
+    counts: torch.Tensor | None = None,
+    *,
+    rows: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower Cholesky factor and ``info`` (as :func:`cholesky_ex`) of each signal's Gram matrix.
 
-    On the CPU for n >= ``LAPACK_MIN_N``, one matrix at a time: BLAS ``syrk`` on its own rows (one
-    triangle, no padding: half the flops of a batched product) and ``potrf`` in place while it is
-    in cache. The Gram and factor of the [20, 128, 392, 784] generator's mid layer (1024 signals
-    in chunks of 32, ~200 of 225 rows, float32) measured 1.2x-1.3x faster than the batched product
-    and :func:`cholesky_ex` (``benchmarks/bench_kernels.py``, ``benchmarks/results/kernels.json``).
-    Elsewhere, the batched product and :func:`cholesky_ex`.
+    Either ``a`` is a stack (B, k, n) whose signal i uses its first ``counts[i]`` rows (the rest is
+    zero padding, which the CPU path skips), or, with ``rows`` (B, k) given, ``a`` is one matrix
+    (m, n) and signal i uses its rows ``rows[i, :counts[i]]``, each scaled by ``scale[i]`` where
+    given (zero padding after ``counts[i]``).
+
+    On the CPU for n >= ``LAPACK_MIN_N``, one matrix at a time: its rows gathered (where ``rows``
+    is given), BLAS ``syrk`` on them (one triangle, no padding: half the flops of a batched
+    product) and ``potrf`` in place, all while they are in cache. The Gram and factor of the
+    [20, 128, 392, 784] generator's mid layer (1024 signals in chunks of 32, ~200 of 225 rows,
+    float32) measured 1.2x-1.3x faster than the batched product and :func:`cholesky_ex`
+    (``benchmarks/bench_kernels.py``, ``benchmarks/results/kernels.json``); gathering each signal's
+    rows there instead of a stack for the chunk beforehand saved 1.2 s of the 8.5 s mid layer of
+    the clean [64, 512, 2048, 8192] batch. Elsewhere, the batched product and :func:`cholesky_ex`.
     """
-    batch, n = a.shape[0], a.shape[-1]
+    n = a.shape[-1]
     if a.device.type != "cpu" or a.dtype not in (torch.float32, torch.float64) or a.requires_grad or n < LAPACK_MIN_N:
+        if rows is not None:
+            valid = torch.ones(rows.shape, dtype=a.dtype, device=a.device)
+            if counts is not None:
+                valid *= torch.arange(rows.shape[1], device=a.device) < counts.to(a.device).unsqueeze(-1)
+            a = _row_stack(a, rows, valid if scale is None else valid * scale.to(a.dtype))
         return cholesky_ex(a.transpose(-1, -2) @ a, overwrite=True)
     from scipy.linalg.blas import get_blas_funcs
     from scipy.linalg.lapack import get_lapack_funcs
 
-    stack = a.detach().contiguous().numpy()
+    batch = a.shape[0] if rows is None else rows.shape[0]
+    src = a.detach().contiguous().numpy()
+    idx = None if rows is None else rows.detach().cpu().numpy()
+    factors = None if scale is None else scale.detach().to(a.dtype).cpu().numpy()
     out = torch.zeros(batch, n, n, dtype=a.dtype)
     arr = out.numpy()
-    (syrk,) = get_blas_funcs(("syrk",), (stack,))
-    (potrf,) = get_lapack_funcs(("potrf",), (stack,))
-    used = [a.shape[1]] * batch if counts is None else counts.tolist()
+    (syrk,) = get_blas_funcs(("syrk",), (src,))
+    (potrf,) = get_lapack_funcs(("potrf",), (src,))
+    k_all = a.shape[1] if rows is None else rows.shape[1]
+    used = [k_all] * batch if counts is None else counts.tolist()
     info = np.zeros(batch, dtype=np.int32)
     with _blas_threads():
         for i in range(batch):
-            # arr[i].T is the i-th matrix Fortran-ordered; stack[i, :k].T is a^T (n, k), so syrk's
-            # a a^T is the Gram. Both write the upper triangle of arr[i].T: the lower one of arr[i].
-            syrk(1.0, stack[i, : used[i]].T, c=arr[i].T, trans=0, lower=0, overwrite_c=1)
+            own = src[i, : used[i]] if idx is None else src[idx[i, : used[i]]]
+            if factors is not None:
+                own = own * factors[i, : used[i], None]
+            # arr[i].T is the i-th matrix Fortran-ordered; own.T is a^T (n, k), so syrk's a a^T is the
+            # Gram. Both write the upper triangle of arr[i].T: the lower one of arr[i].
+            syrk(1.0, own.T, c=arr[i].T, trans=0, lower=0, overwrite_c=1)
             _, info[i] = potrf(arr[i].T, lower=0, overwrite_a=1, clean=0)
     return out, torch.from_numpy(info)
 
@@ -332,9 +355,16 @@ def _lstsq_rows_batch(views, target, rows, cols, weights, refine, mixed) -> tupl
     if cols is None:
         if mixed and n >= MIXED_MIN_UNKNOWNS:
             # Gathered in float32 directly: the gather itself costs as much as the Gram in float64.
-            a32 = _row_stack(views.f32, order, valid)
             rw = rows.to(weight.dtype) if weights is None else rows.to(weight.dtype) * weights
-            x, done, det = _lstsq_mixed(weight, target * rows, rw, a32, rows.sum(-1), squared=views.squared)
+            x, done, det = _lstsq_mixed(
+                weight,
+                target * rows,
+                rw,
+                views,
+                order,
+                rows.sum(-1),
+                row_scale=None if weights is None else valid.float(),
+            )
             if bool(done.all()):
                 return x, det
             rest = torch.nonzero(~done).flatten()
@@ -393,30 +423,30 @@ def _lstsq_mixed(
     weight: torch.Tensor,
     target: torch.Tensor,
     rw: torch.Tensor,
-    a32: torch.Tensor,
+    views: _WeightViews,
+    order: torch.Tensor,
     counts: torch.Tensor,
     refine: int = 6,
-    squared: torch.Tensor | None = None,
+    row_scale: torch.Tensor | None = None,
 ):
     """Weighted least squares ``min ||diag(rw) (W x - t)||`` per signal, factorised in float32 and
     refined in the working precision (``weight``'s dtype).
 
-    ``a32`` (B, k, n, float32) holds each signal's gathered, weighted rows, the first ``counts`` of
-    them its own. Their Gram matrix and Cholesky factor are computed in float32
-    (:func:`gram_cholesky`; several times cheaper than float64), then iterative refinement with
-    residuals ``W^T diag(rw^2) (t - W x)`` in the working precision (two plain matrix products with
-    the shared W, instead of products with each signal's Gram) converges to that precision
-    wherever the Gram's condition number is well below 1/eps32.
+    Signal i's rows are ``order[i, :counts[i]]`` of ``views.f32`` (``weight`` in float32), scaled
+    by ``row_scale[i]`` where given (``rw`` on them). Their Gram matrix and Cholesky factor are
+    computed in float32 (:func:`gram_cholesky`; several times cheaper than float64), then iterative
+    refinement with residuals ``W^T diag(rw^2) (t - W x)`` in the working precision (two plain
+    matrix products with the shared W, instead of products with each signal's Gram) converges to
+    that precision wherever the Gram's condition number is well below 1/eps32.
 
     Returns ``(x, done, determined)``: ``done`` is False for signals whose refinement did not settle
     (ill-conditioned, or a failed factorisation); the caller re-solves those in the working precision.
     """
-    n, dtype = a32.shape[-1], weight.dtype
+    n, dtype = weight.shape[-1], weight.dtype
     rw2 = rw * rw
-    chol, info = gram_cholesky(a32, counts)
+    chol, info = gram_cholesky(views.f32, counts, rows=order, scale=row_scale)
     # The Gram's diagonal, from the shared matrix: one product instead of a pass over the factors.
-    squared = weight * weight if squared is None else squared
-    scale = (rw2 @ squared).amax(-1).float().clamp_min(torch.finfo(torch.float32).tiny)
+    scale = (rw2 @ views.squared).amax(-1).float().clamp_min(torch.finfo(torch.float32).tiny)
     pivots = torch.diagonal(chol, dim1=-2, dim2=-1).pow(2)
     well = (info == 0) & (pivots.amin(-1) > scale * gram_rank_tol(torch.float32, n))
 

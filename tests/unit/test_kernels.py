@@ -65,6 +65,30 @@ def test_gram_cholesky_uses_each_signals_own_rows(n, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [20, 128])
+def test_gram_cholesky_gathers_each_signals_rows_of_one_matrix(n, dtype):
+    """Given one matrix and each signal's row indices (and row scales), the factors are those of the
+    stack of its gathered, scaled rows: gathered one signal at a time on the CPU path (n = 128), as
+    a stack on torch's (n = 20)."""
+    gen = torch.Generator().manual_seed(5)
+    m, k = 3 * n, n + n // 2
+    w = torch.randn(m, n, generator=gen, dtype=torch.float64).to(dtype)
+    order = torch.stack([torch.randperm(m, generator=gen)[:k] for _ in range(4)])
+    counts = torch.tensor([k, n + 3, k - 1, n // 2])
+    scale = torch.rand(4, k, generator=gen, dtype=torch.float64).add(0.5).to(dtype)
+    valid = (torch.arange(k) < counts.unsqueeze(-1)).to(dtype)
+    for s in (None, scale):
+        stack = w[order] * (valid if s is None else valid * s).unsqueeze(-1)
+        ref, ref_info = linear.gram_cholesky(stack, counts)
+        ours, info = linear.gram_cholesky(w, counts, rows=order, scale=s)
+        assert torch.equal(info > 0, ref_info > 0) and info.tolist()[:3] == [0, 0, 0] and int(info[3]) > 0
+        tol = 1e-5 if dtype == torch.float32 else 1e-13
+        scale_ref = float(ref[:3].abs().max())
+        torch.testing.assert_close(ours[:3], ref[:3], rtol=tol, atol=tol * scale_ref)
+        assert torch.equal(ours[:3], ours[:3].tril())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [20, 64, 130])
 def test_smallest_eigenvalue_matches_eigvalsh(n, dtype):
     gram = _spd(5, n, dtype, seed=1)
