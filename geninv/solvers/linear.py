@@ -369,7 +369,8 @@ def _lstsq_rows_batch(views, target, rows, cols, weights, refine, mixed) -> tupl
     order, valid = _packed_rows(rows, weights, weight.dtype)
     if cols is None:
         if mixed and n >= MIXED_MIN_UNKNOWNS:
-            # Gathered in float32 directly: the gather itself costs as much as the Gram in float64.
+            # Each signal's rows are gathered from the float32 matrix, just before its Gram matrix is
+            # made (gram_cholesky): a float64 gather costs as much as the float64 Gram itself.
             rw = rows.to(weight.dtype) if weights is None else rows.to(weight.dtype) * weights
             x, done, det = _lstsq_mixed(
                 weight,
