@@ -170,7 +170,7 @@ def _run(generator, obs, config, *, seed, progress, method, direction) -> Invers
             za = torch.where((l_neg < l_pos).unsqueeze(-1), -za, za)
             z[idx] = za
         loss, grad = direction(za, y_rep[idx])
-        loss = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, math.inf))
+        loss = torch.nan_to_num(loss, nan=math.inf, posinf=math.inf, neginf=math.inf)  # non-finite: inf
         better = loss < best_loss[idx]
         best_loss[idx] = torch.where(better, loss, best_loss[idx])
         best_z[idx] = torch.where(better.unsqueeze(-1), za, best_z[idx])
@@ -210,6 +210,19 @@ def _run(generator, obs, config, *, seed, progress, method, direction) -> Invers
         if it == config.n_iter:
             break
         move = ~done & ~plateau
+        if _every_row_moves(idx, move):
+            # Every row moves (most iterations): the same update on whole tensors, without the gathers
+            # and scatters of a row subset (one MNIST signal, 2 restarts: ~15 fewer small ops per step).
+            iterations_run += 1
+            _move_all(method, config, z, za.detach(), grad.detach(), m, v, lr, step_count, b1, b2)
+            if not bool(torch.isfinite(z).all()):  # as below: back to the best point with a smaller step
+                bd = torch.nonzero(~torch.isfinite(z).all(-1)).flatten()
+                z[bd] = best_z[bd]
+                lr[bd] = lr[bd] * config.lr_decay
+                m[bd] = 0
+                v[bd] = 0
+                step_count[bd] = 0
+            continue
         if not bool(move.any()):
             continue
         mv = ids[move]
@@ -262,6 +275,31 @@ def _run(generator, obs, config, *, seed, progress, method, direction) -> Invers
         method=method,
         options=config.describe(),
     )
+
+
+def _every_row_moves(idx, move: torch.Tensor) -> bool:
+    """Whether :func:`_run` takes its whole-tensor step: every row active (``idx`` is a slice) and
+    moving."""
+    return isinstance(idx, slice) and bool(move.all())
+
+
+def _move_all(method, config, z, zm, g, m, v, lr, step_count, b1, b2) -> None:
+    """:func:`_run`'s step for every row at once, in place: the same expressions as its per-row
+    update (so the same numbers), on whole tensors."""
+    step = lr.unsqueeze(-1)
+    if method == "gd" and config.optimizer == "adam":
+        step_count += 1
+        m.copy_(b1 * m + (1 - b1) * g)
+        v.copy_(b2 * v + (1 - b2) * g * g)
+        t = step_count.unsqueeze(-1)
+        mhat = m / (1 - b1**t)
+        vhat = v / (1 - b2**t)
+        z.copy_(zm - step * mhat / (vhat.sqrt() + 1e-12 * (1 + vhat.amax(-1, keepdim=True).sqrt())))
+    elif method == "gd":
+        m.copy_(config.momentum * m + g)
+        z.copy_(zm - step * m)
+    else:
+        z.copy_(zm - step * g)
 
 
 def _rel(z: torch.Tensor, z_true: torch.Tensor) -> torch.Tensor:

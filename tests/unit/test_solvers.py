@@ -224,3 +224,33 @@ def test_more_iterations_never_return_a_worse_fit(method):
     for shorter, longer in itertools.pairwise(losses):
         assert torch.all(longer <= shorter), (shorter, longer)
     assert torch.any(losses[-1] < losses[0])  # and the budget is used
+
+
+@pytest.mark.parametrize(
+    "method, options",
+    [
+        ("gd", {"lr": 1e20, "patience": 10, "max_decays": 200}),  # steps that overflow, then a fit
+        ("gd", {"optimizer": "momentum", "lr": 1e-3}),
+        ("plugin", {}),
+    ],
+)
+def test_the_whole_batch_step_of_gd_is_the_per_row_step(method, options, monkeypatch):
+    """While every row moves, gd and plugin update whole tensors instead of gathering the moving
+    rows: the same numbers, bit for bit, as the per-row update (forced here), including the rows
+    that go back to their best iterate after a step that overflowed (1e20 in float32); with room
+    for enough decays, gd then fits every signal."""
+    from geninv.inversion import gradient
+
+    G = geninv.Generator.random([10, 40, 120], seed=0, dtype=torch.float32)
+    z = G.sample_latent(4, seed=1)
+    obs = geninv.observe(G, z, seed=2)
+    run = {"n_iter": 1500 if method == "gd" else 600, "restarts": 2, "seed": 3, **options}
+    whole = geninv.invert(G, obs, method=method, **run)
+    monkeypatch.setattr(gradient, "_every_row_moves", lambda idx, move: False)
+    per_row = geninv.invert(G, obs, method=method, **run)
+    assert torch.equal(whole.z_hat, per_row.z_hat)
+    assert np.array_equal(whole.history.loss, per_row.history.loss)
+    assert list(whole.statuses) == list(per_row.statuses)
+    assert whole.forward_passes == per_row.forward_passes
+    if "patience" in options:
+        assert list(whole.statuses) == ["converged"] * 4
