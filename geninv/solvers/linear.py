@@ -301,6 +301,7 @@ class _WeightViews:
 
     def __init__(self, weight: torch.Tensor):
         self.weight = weight
+        self._factors: torch.Tensor | None = None
 
     @functools.cached_property
     def f32(self) -> torch.Tensor:
@@ -317,7 +318,7 @@ class _WeightViews:
         if self.weight.device.type != "cpu":
             return None
         n = self.weight.shape[1]
-        held = getattr(self, "_factors", None)
+        held = self._factors
         if held is None or held.shape[0] < batch:
             held = self._factors = torch.zeros(batch, n, n, dtype=torch.float32, device=self.weight.device)
         return held[:batch]
@@ -478,13 +479,7 @@ def _lstsq_mixed(
         step = solve(rhs - ((x @ weight.T) * rw2) @ weight)
         x = x + step
         size, norm = torch.linalg.vector_norm(step, dim=-1), torch.linalg.vector_norm(x, dim=-1)
-        small = size <= 100 * _eps(dtype) * norm
-        if last is not None:
-            # Each pass shrinks the error by the same factor: where it is a clear contraction and the
-            # next step would be "small" ten times over, x is settled one pass early.
-            rate = size / last.clamp_min(torch.finfo(dtype).tiny)
-            small |= (rate <= 0.1) & (rate * size <= 10 * _eps(dtype) * norm)
-        settled = settled | small
+        settled = settled | _step_settled(size, norm, last, dtype)
         if bool((settled | ~well).all()):
             break
         last = size
@@ -492,6 +487,18 @@ def _lstsq_mixed(
     # Well conditioned in float32 is well conditioned in float64: determined when rows suffice.
     n_rows = (rw != 0).sum(-1)
     return torch.where(done.unsqueeze(-1), x, torch.zeros_like(x)), done, done & (n_rows >= n)
+
+
+def _step_settled(size: torch.Tensor, norm, last: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """Where a refinement step of ``size`` leaves an iterate of ``norm`` at the working precision: the
+    step is below 100 eps, or, after a previous step of size ``last``, each pass is a clear
+    contraction (rate <= 0.1) and the next step would be below 10 eps: settled one pass early."""
+    eps = _eps(dtype)
+    small = size <= 100 * eps * norm
+    if last is not None:
+        rate = size / last.clamp_min(torch.finfo(dtype).tiny)
+        small = small | ((rate <= 0.1) & (rate * size <= 10 * eps * norm))
+    return small
 
 
 def _lstsq_cols_shared(a: torch.Tensor, t: torch.Tensor, cols: torch.Tensor, refine: int):
@@ -542,22 +549,16 @@ def _lstsq_shared(a: torch.Tensor, t: torch.Tensor, refine: int) -> tuple[torch.
         # Each pass shrinks the error by ~cond(a)^2 eps of the factor's precision: refine until the
         # step is at the working precision or stops shrinking (one pass for a random tall layer, two
         # for the shipped MNIST decoder's output layer; at most 8).
-        eps, tiny = _eps(a.dtype), torch.finfo(a.dtype).tiny
+        # (a float32 factor of the widest benchmark generator's output layer settles in two passes)
+        tiny = torch.finfo(a.dtype).tiny
         last = None
         for _ in range(8):
             step = solve(t - x @ a.T)
             x = x + step
             rel = torch.linalg.vector_norm(step, dim=-1) / torch.linalg.vector_norm(x, dim=-1).clamp_min(tiny)
-            small = rel <= 100 * eps
-            if last is not None:
-                # As in _lstsq_mixed: a clear contraction whose next step would be "small" ten times
-                # over settles one pass early (a float32 factor of the widest benchmark generator's
-                # output layer: two passes instead of three).
-                rate = rel / last.clamp_min(tiny)
-                small |= (rate <= 0.1) & (rate * rel <= 10 * eps)
-                if bool(small.all()) or float(rel.amax()) > 0.5 * float(last.amax()):
-                    break
-            elif bool(small.all()):
+            if bool(_step_settled(rel, 1.0, last, a.dtype).all()):
+                break
+            if last is not None and float(rel.amax()) > 0.5 * float(last.amax()):
                 break
             last = rel
         return x, pivots.amin() > pivots.amax() * gram_rank_tol(dtype, n)
