@@ -330,6 +330,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--only", type=int, nargs="+", metavar="OUTPUT_WIDTH", help="(re)run only these generators, e.g. 784 8192"
     )
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, help="(re)run only these methods, keeping the others' rows"
+    )
     # child process options
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--widths", help=argparse.SUPPRESS)
@@ -371,6 +374,9 @@ def main(argv=None) -> int:
         old = json.loads(previous.read_text())
         if old.get("flags") == report["flags"] and old.get("threads") == args.threads:
             what = f"widths {', '.join(map(str, args.only))} re-run" if args.only else "resumed"
+            if args.methods:
+                what = what.replace(" re-run", "") if args.only else "widths all"
+                what += f", {', '.join(args.methods)} re-run"
             earlier = re.sub(rf" \({re.escape(what)} [^)]*\)", "", old["date"])  # this re-run replaces them
             report["date"] = earlier + f" ({what} " + report["date"] + ")"
             done = {_key(row): row for row in old["rows"] if "error" not in row["result"]}
@@ -383,8 +389,10 @@ def main(argv=None) -> int:
                         continue
                     batch = gd_batch if method == "gd" else method_batch
                     row = {"widths": widths, "batch": batch, "missing": missing, "dtype": dtype, "method": method}
-                    rerun = args.only is None or widths[-1] in args.only
-                    if _key(row) in done and not (args.only and rerun):
+                    rerun = (args.only is None or widths[-1] in args.only) and (
+                        args.methods is None or method in args.methods
+                    )
+                    if _key(row) in done and not ((args.only or args.methods) and rerun):
                         report["rows"].append(done[_key(row)])
                         continue
                     if not rerun:

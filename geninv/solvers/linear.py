@@ -9,6 +9,7 @@ about generators.
 from __future__ import annotations
 
 import functools
+import weakref
 
 import numpy as np
 import torch
@@ -287,11 +288,29 @@ def lstsq_rows(
             return _lstsq_cols_shared(a, t, cols, refine)
         x1, det1 = _lstsq_shared(a, t, refine)
         return x1, det1.expand(batch).clone()
-    size = cache_chunk(batch, (weight.shape[0] + 2 * n) * n * weight.element_size(), weight.device)
     views = _WeightViews(weight)
-    return in_chunks(
+    pre = _krylov_preconditioner(weight) if cols is None and mixed and krylov_pays(weight, rows) else None
+    if pre is not None:
+        # Wide layers: conjugate gradients on a shared preconditioner, the direct solve below only for
+        # the signals they leave.
+        m = weight.shape[0]
+        rw = rows.to(weight.dtype) if weights is None else rows.to(weight.dtype) * weights
+        size = chunk_size(batch, krylov_bytes(m, n, weight.dtype))
+        x, done, det = in_chunks(lambda t, r: _lstsq_krylov(weight, t, r, pre), size, target, rw)
+        if bool(done.all()):
+            return x, det
+        rest = torch.nonzero(~done).flatten()
+        target, rows = target[rest], rows[rest]
+        weights = None if weights is None else weights[rest]
+        batch = rest.numel()
+    size = cache_chunk(batch, (weight.shape[0] + 2 * n) * n * weight.element_size(), weight.device)
+    solved = in_chunks(
         lambda t, r, c, w: _lstsq_rows_batch(views, t, r, c, w, refine, mixed), size, target, rows, cols, weights
     )
+    if pre is None:
+        return solved
+    x[rest], det[rest] = solved
+    return x, det
 
 
 class _WeightViews:
@@ -487,6 +506,182 @@ def _lstsq_mixed(
     # Well conditioned in float32 is well conditioned in float64: determined when rows suffice.
     n_rows = (rw != 0).sum(-1)
     return torch.where(done.unsqueeze(-1), x, torch.zeros_like(x)), done, done & (n_rows >= n)
+
+
+KRYLOV_ITERATIONS = 100
+"""Conjugate-gradient products per signal that :func:`krylov_pays` counts: three refinement rounds of
+~25 iterations each, the first one twice (its rank probe rides along as a second right-hand side);
+measured 99 on the wider benchmark generators' mid layers."""
+
+KRYLOV_SPEED = 1.5
+"""How many times more multiply-adds per second the batched products of :func:`_lstsq_krylov` run at
+than a Gram matrix and factor per signal (measured 1.6x on the [64, 512, 2048, 8192] generator's
+mid layer, 2x-4x on the [20, 128, 392, 784] one's, one thread)."""
+
+KRYLOV_ROUND_CAP = 100
+"""Iterations at most in one round of :func:`_lstsq_krylov`; a signal that needs more (an ill-conditioned
+system) goes to the direct solve."""
+
+KRYLOV_TOL = 3e-6
+"""Each round of :func:`_lstsq_krylov` shrinks the normal-equations residual by this factor (about what
+conjugate gradients in float32 reach); the working-precision refinement around it does the rest."""
+
+KRYLOV_PROBE_TOL = 3e-5
+"""The rank probe of :func:`_lstsq_krylov` must recover its random vector to this relative error:
+a null space of dimension d leaves ~sqrt(d / n) of it unrecovered (a d = 1 null space passes unseen
+with probability ~0.1% at n = 1024), and one of condition number beyond ~KRYLOV_ROUND_CAP^2
+converges too slowly to pass."""
+
+
+def krylov_pays(weight: torch.Tensor, rows: torch.Tensor) -> bool:
+    """Whether :func:`_lstsq_krylov` is expected to be cheaper than a Gram matrix and factor per signal
+    (``k n^2 / 2 + n^3 / 3`` multiply-adds for k rows and n unknowns): ``KRYLOV_ITERATIONS`` products
+    of ``2 m n`` per signal at ``KRYLOV_SPEED`` times the rate, and the shared preconditioner's
+    ``2 m n^2`` once. On the benchmark generators it picks the mid layers of the two wider ones
+    (2,048 x 512 and 4,096 x 1,024, about half their rows per signal) and none of the others."""
+    m, n = weight.shape
+    batch = rows.shape[0]
+    if batch < 2 or weight.dtype not in (torch.float32, torch.float64):
+        return False
+    k = float(rows.sum()) / batch
+    direct = batch * (k * n * n / 2 + n**3 / 3)
+    krylov = (batch * KRYLOV_ITERATIONS * 2 * m * n + 2 * m * n * n) / KRYLOV_SPEED
+    return krylov < direct
+
+
+def krylov_bytes(m: int, n: int, dtype: torch.dtype) -> int:
+    """Peak bytes per signal of :func:`_lstsq_krylov` on an (m, n) matrix: a few float32 vectors of
+    each size for the signal and its probe, and the working-precision residual (~350 KB for
+    4,096 x 1,024 in float64, against ~130 MB for a Gram matrix, factor and row stack)."""
+    return 2 * (6 * m + 5 * n) * 4 + (3 * m + 2 * n) * torch.finfo(dtype).bits // 8
+
+
+def _krylov_preconditioner(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(R, Q)`` with ``W^T W = R^T R`` (upper R, working precision) and ``Q = W R^-1`` in float32,
+    for :func:`_lstsq_krylov`; None where the whole layer's Gram is not well conditioned in float32
+    (then no signal's rows are). Made once per matrix and kept while it lives, unchanged: a sweep
+    solves a step in chunks of signals (on the [128, 1024, 4096, 16384] generator's mid layer,
+    32 chunks of 8), and each would otherwise pay its Gram and a triangular solve with all its rows."""
+    key = id(weight)
+    held = _PRECONDITIONERS.get(key)
+    if held is not None and held[0]() is weight and held[1] == weight._version:
+        return held[2]
+    n = weight.shape[1]
+    chol, info = torch.linalg.cholesky_ex(gram(weight.detach()))
+    pivots = torch.diagonal(chol).pow(2)
+    pre = None
+    if int(info) == 0 and bool(pivots.amin() > pivots.amax() * gram_rank_tol(torch.float32, n)):
+        upper = chol.mT
+        pre = upper, torch.linalg.solve_triangular(upper, weight.detach(), upper=True, left=False).float()
+    while len(_PRECONDITIONERS) >= 4:
+        _PRECONDITIONERS.pop(next(iter(_PRECONDITIONERS)))
+    _PRECONDITIONERS[key] = (weakref.ref(weight), weight._version, pre)
+    return pre
+
+
+_PRECONDITIONERS: dict[int, tuple] = {}
+""":func:`_krylov_preconditioner`'s results for the last few matrices, by identity (a weak reference
+and the tensor's version guard against a reused id or an in-place change)."""
+
+
+def _lstsq_krylov(weight: torch.Tensor, target: torch.Tensor, rw: torch.Tensor, pre, seed: int = 0):
+    """Weighted least squares ``min ||diag(rw) (W x - t)||`` per signal by preconditioned conjugate
+    gradients in float32, refined in the working precision: no per-signal matrix at all.
+
+    The preconditioner ``pre`` (:func:`_krylov_preconditioner`) is shared: with ``W^T W = R^T R`` (the
+    whole layer's Gram, one Cholesky factor) the iteration runs on ``Q = W R^-1``, whose rows a
+    signal's rows select; half of them leave a condition number of a few (the spectrum of a random
+    half of an orthonormal basis' rows), and a round to ``KRYLOV_TOL`` takes ~25 iterations, each two
+    products of the batch with ``Q``. Each round solves for the correction that the normal equations'
+    residual ``W^T diag(rw^2) (t - W x)``, computed in the working precision, asks for, as
+    :func:`_lstsq_mixed`'s refinement does, until the step settles (:func:`_step_settled`; three
+    rounds in float64). (A residual in the rows instead, ``rw (t - W x)``, would leave conjugate
+    gradients in float32 to find a small normal residual under the rounding of a large one where
+    the rows do not fit exactly: with noise.)
+
+    Conjugate gradients started at zero never leave the row space of a signal's system, so they
+    cannot see a rank deficiency by themselves: the first round also solves, for each signal, the
+    system whose solution is a random vector ``u``, and a signal is done only where that is recovered
+    to ``KRYLOV_PROBE_TOL`` (a null space, or a condition number the round cannot handle, leaves part
+    of ``u`` unrecovered).
+
+    Returns ``(x, done, determined)`` as :func:`_lstsq_mixed`; signals not done (a round past
+    ``KRYLOV_ROUND_CAP``, the probe failed, fewer rows than unknowns) get zeros and are left to the
+    caller.
+    """
+    n, dtype, batch = weight.shape[1], weight.dtype, target.shape[0]
+    upper, q = pre
+    rw2 = rw * rw
+    d = rw2.float()
+    gen = torch.Generator(device=weight.device).manual_seed(seed)
+    u = torch.randn(batch, n, generator=gen, device=weight.device)
+    x = torch.zeros(batch, n, dtype=dtype, device=weight.device)
+    done = (rw != 0).sum(-1) >= n
+    settled = torch.zeros_like(done)
+    last = None
+    for first in (True, False, False, False, False, False):
+        grad = (rw2 * (target - x @ weight.T)) @ weight
+        c = torch.linalg.solve_triangular(upper.mT, grad.T, upper=False).T.float()  # R^-T g
+        if first:
+            y, converged = _cg_normal(q, torch.cat([d, d]), torch.cat([c, _normal_product(q, d, u)]), probe=u)
+            y, converged = y[:batch], converged[:batch] & converged[batch:]
+        else:
+            y, converged = _cg_normal(q, d, c)
+        done &= converged
+        step = torch.linalg.solve_triangular(upper, y.to(dtype).T, upper=True).T
+        x = x + step
+        size, norm = torch.linalg.vector_norm(step, dim=-1), torch.linalg.vector_norm(x, dim=-1)
+        settled = settled | _step_settled(size, norm, last, dtype)
+        if bool((settled | ~done).all()):
+            break
+        last = size
+    done &= settled & torch.isfinite(x).all(-1)
+    return torch.where(done.unsqueeze(-1), x, torch.zeros_like(x)), done, done
+
+
+def _normal_product(q: torch.Tensor, d: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``Q^T diag(d) Q p`` for each row of ``p``: two products of the batch with ``q``."""
+    return (d * (p @ q.T)) @ q
+
+
+def _cg_normal(q: torch.Tensor, d: torch.Tensor, c: torch.Tensor, probe: torch.Tensor | None = None):
+    """Conjugate gradients on ``Q^T diag(d) Q y = c``, one system per row of ``c``, from y = 0, in
+    ``q``'s dtype; each row stops on its own (later iterations leave it as it is). Returns
+    ``(y, converged)``: converged where the residual shrank by ``KRYLOV_TOL`` within
+    ``KRYLOV_ROUND_CAP`` iterations, and for the last ``len(probe)`` rows (probes, whose solution is
+    ``probe``) where y is ``probe`` to ``KRYLOV_PROBE_TOL``."""
+    y = torch.zeros_like(c)
+    r = c.clone()
+    p = c.clone()
+    gamma = (r * r).sum(-1)
+    goal = gamma * KRYLOV_TOL**2
+    data = c.shape[0] - (0 if probe is None else probe.shape[0])
+    tiny = torch.finfo(q.dtype).tiny
+
+    def unsettled(new: torch.Tensor) -> torch.Tensor:
+        """Rows still short of their goal; NaN (a step along a direction of no curvature) counts as
+        short, and the caller stops those rows as failed."""
+        short = ~(new <= goal)
+        if probe is not None:
+            err = probe - y[data:]
+            short[data:] = ~((err * err).sum(-1) <= (probe * probe).sum(-1) * KRYLOV_PROBE_TOL**2)
+        return short
+
+    failed = ~torch.isfinite(gamma)
+    active = unsettled(gamma) & ~failed
+    for _ in range(KRYLOV_ROUND_CAP):
+        if not bool(active.any()):
+            break
+        w = _normal_product(q, d, p)
+        alpha = torch.where(active, gamma / (p * w).sum(-1).clamp_min(tiny), 0).unsqueeze(-1)
+        y.add_(alpha * p)
+        r.sub_(alpha * w)
+        new = torch.where(active, (r * r).sum(-1), gamma)
+        p = torch.where(active.unsqueeze(-1), r + (new / gamma.clamp_min(tiny)).unsqueeze(-1) * p, p)
+        gamma = new
+        failed |= active & ~torch.isfinite(y).all(-1)
+        active = active & unsettled(new) & ~failed
+    return y, ~active & ~failed
 
 
 def _step_settled(size: torch.Tensor, norm, last: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:

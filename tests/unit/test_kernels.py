@@ -313,3 +313,158 @@ def test_the_shared_gram_is_the_matrix_product_and_keeps_the_thread_counts(dtype
     assert torch.equal(g, g.T) or shape[1] < linear.GRAM_SYRK_MIN_N
     eps = torch.finfo(dtype).eps
     assert float((g.double() - ref).abs().max()) <= 10 * shape[0] * eps * float(ref.diagonal().max())
+
+
+def _krylov_problem(dtype, *, noise=0.0, weighted=False, batch=12, m=600, n=200, seed=11):
+    """Random (m, n) rows, each signal on its own ~55% of them (~330 rows for 200 unknowns)."""
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(m, n, generator=gen, dtype=torch.float64)
+    x = torch.randn(batch, n, generator=gen, dtype=torch.float64)
+    rows = torch.rand(batch, m, generator=gen) < 0.55
+    target = x @ weight.T + noise * torch.randn(batch, m, generator=gen, dtype=torch.float64)
+    weights = 0.5 + torch.rand(batch, m, generator=gen, dtype=torch.float64) if weighted else None
+    return weight.to(dtype), target.to(dtype), rows, None if weights is None else weights.to(dtype)
+
+
+def _lstsq_reference(weight, target, rows, weights=None):
+    """Each signal's weighted least squares on its rows, by float64 QR (torch.linalg.lstsq)."""
+    out = []
+    for b in range(target.shape[0]):
+        r = rows[b]
+        w = torch.ones(int(r.sum()), dtype=torch.float64) if weights is None else weights[b, r].double()
+        a, t = weight[r].double() * w[:, None], target[b, r].double() * w
+        out.append(torch.linalg.lstsq(a, t.unsqueeze(-1)).solution.squeeze(-1))
+    return torch.stack(out)
+
+
+def _spy_krylov(monkeypatch):
+    """Force the conjugate-gradient route and record which signals it solved (``done``)."""
+    done = []
+    route = linear._lstsq_krylov
+
+    def spy(*args, **kwargs):
+        out = route(*args, **kwargs)
+        done.append(out[1].clone())
+        return out
+
+    monkeypatch.setattr(linear, "krylov_pays", lambda weight, rows: True)
+    monkeypatch.setattr(linear, "_lstsq_krylov", spy)
+    return done
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["clean", "noisy", "weighted"])
+def test_conjugate_gradients_reach_the_least_squares_solution(dtype, case, monkeypatch):
+    """Preconditioned conjugate gradients in float32 with working-precision refinement (the route for
+    wide layers) give each signal's least-squares solution on its own rows, weighted or not, to the
+    working precision: float64 QR's answer to 1e-12 in float64; to float32 precision in float32."""
+    weight, target, rows, weights = _krylov_problem(
+        dtype, noise=0.0 if case == "clean" else 0.05, weighted=case == "weighted"
+    )
+    done = _spy_krylov(monkeypatch)
+    ours, det = linear.lstsq_rows(weight, target, rows, weights=weights)
+    assert len(done) == 1 and bool(done[0].all()), "every signal solved by conjugate gradients"
+    assert bool(det.all())
+    ref = _lstsq_reference(weight, target, rows, weights)
+    err = torch.linalg.vector_norm(ours.double() - ref, dim=-1) / torch.linalg.vector_norm(ref, dim=-1)
+    assert float(err.max()) < (1e-12 if dtype == torch.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conjugate_gradients_in_chunks_give_the_answers_of_one_batch(dtype, monkeypatch):
+    """A memory budget that cuts the batch into chunks of 5 signals changes no answer beyond the
+    working precision."""
+    from geninv import _memory
+
+    weight, target, rows, _ = _krylov_problem(dtype)
+    _spy_krylov(monkeypatch)
+    whole, _ = linear.lstsq_rows(weight, target, rows)
+    monkeypatch.setattr(linear, "chunk_size", lambda batch, per_signal: 5)
+    assert _memory.chunk_size(12, 1) == 12  # the budget itself is untouched
+    chunked, _ = linear.lstsq_rows(weight, target, rows)
+    tol = 1e-5 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(chunked, whole, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("defect", ["zero column", "equal columns"])
+def test_the_rank_probe_sends_a_signal_with_a_null_space_to_the_direct_solve(dtype, defect, monkeypatch):
+    """Signal 0's 300 rows leave a null space (unit 0 unseen, or units 1 and 2 equal on them) although
+    the whole layer has full rank. Conjugate gradients on its data converge all the same (they never
+    leave the row space); the random probe that rides along in the first round is not recovered,
+    so the signal goes to the direct solve, which reports it not determined. The other signals are
+    solved by conjugate gradients, exactly."""
+    weight, target, rows, _ = _krylov_problem(torch.float64)
+    weight = weight.clone()
+    if defect == "zero column":
+        weight[:300, 0] = 0
+    else:
+        weight[:300, 2] = weight[:300, 1]
+    rows[0] = False
+    rows[0, :300] = True
+    x = torch.randn(12, 200, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    target = x @ weight.T
+    weight, target = weight.to(dtype), target.to(dtype)
+    pre = linear._krylov_preconditioner(weight)
+    assert pre is not None, "the layer as a whole is well conditioned"
+    grad = (target * rows) @ weight  # the normal equations' right-hand side, W^T t on the rows
+    rhs = torch.linalg.solve_triangular(pre[0].mT, grad.T, upper=False).T.float()
+    _, data_converged = linear._cg_normal(pre[1], rows.float(), rhs)
+    assert bool(data_converged[0]), "the data alone cannot show the null space"
+    _, done, _ = linear._lstsq_krylov(weight, target, rows.to(dtype), pre)
+    assert not bool(done[0]) and bool(done[1:].all())
+    spied = _spy_krylov(monkeypatch)
+    ours, det = linear.lstsq_rows(weight, target, rows)
+    assert not bool(spied[0][0]) and not bool(det[0]) and bool(det[1:].all())
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(ours[1:].double(), x[1:], rtol=tol, atol=tol)
+
+
+def test_the_krylov_route_is_taken_where_it_pays():
+    """The cost rule picks conjugate gradients for the widest benchmark generator's mid layer (4,096 x
+    1,024, half the rows per signal, 256 signals) and the middle one's (2,048 x 512), not for the
+    [20, 128, 392, 784] generator's (392 x 128, 1024 signals), nor for a batch of 2 (the shared
+    preconditioner is not paid back)."""
+
+    def pays(m, n, batch):
+        rows = torch.zeros(batch, m, dtype=torch.bool)
+        rows[:, : m // 2] = True
+        return linear.krylov_pays(torch.zeros(m, n, dtype=torch.float64), rows)
+
+    assert pays(4096, 1024, 256) and pays(2048, 512, 256)
+    assert not pays(392, 128, 1024) and not pays(4096, 1024, 2) and not pays(1024, 128, 256)
+
+
+def test_the_preconditioner_is_made_once_per_matrix():
+    """Chunks of one step share the preconditioner; an in-place change of the matrix makes a new one."""
+    weight, *_ = _krylov_problem(torch.float64)
+    first = linear._krylov_preconditioner(weight)
+    assert linear._krylov_preconditioner(weight) is first
+    weight.mul_(2)
+    second = linear._krylov_preconditioner(weight)
+    assert second is not first
+    torch.testing.assert_close(second[0], 2 * first[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("method", ["latent-pursuit", "hybrid"])
+def test_a_sweep_through_the_krylov_route_recovers_what_the_direct_route_does(dtype, method, monkeypatch):
+    """With the mid layer's least squares sent through conjugate gradients (as the cost rule does for
+    the wide generators), latent-pursuit and the hybrid recover every clean signal, `converged`, with
+    the direct route's latents to the working precision."""
+    from geninv.inversion import _layerwise
+
+    G = geninv.Generator.random([10, 64, 256, 512], seed=0, dtype=dtype)
+    obs = geninv.observe(G, G.sample_latent(24, seed=1))
+    direct = geninv.invert(G, obs, method)
+    done = _spy_krylov(monkeypatch)
+    wide = lambda weight, rows: weight.shape[1] >= 64  # noqa: E731  (the 256 x 64 mid layer)
+    monkeypatch.setattr(linear, "krylov_pays", wide)
+    monkeypatch.setattr(_layerwise, "krylov_pays", wide)
+    ours = geninv.invert(G, obs, method)
+    assert len(done) == 1 and bool(done[0].all())
+    assert (ours.statuses == "converged").all() and (direct.statuses == "converged").all()
+    tol = 1e-4 if dtype == torch.float32 else 1e-12
+    err = geninv.metrics.latent_error(ours.z_hat, obs.z_true)
+    assert float(err.max()) < tol
+    torch.testing.assert_close(ours.z_hat, direct.z_hat, rtol=tol, atol=tol)
