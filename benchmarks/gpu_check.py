@@ -3,7 +3,8 @@
     python3 benchmarks/gpu_check.py            # needs a CUDA device; prints one line per case
 
 For each method and case (clean, 60% missing, 20 dB noise) on Generator.random([20, 128, 392, 784])
-in float64: the device of z_hat, the success rate at 1e-6 (clean / masked) and the median latent
+in float64 (and latent-pursuit and the hybrid on [64, 512, 2048, 8192], clean, whose mid layer
+goes by conjugate gradients): the device of z_hat, the success rate at 1e-6 (clean / masked) and the median latent
 error, run on CUDA and on the CPU with the same seed. Exit status 1 if a method fails on CUDA.
 """
 
@@ -17,6 +18,8 @@ import torch
 
 import geninv
 from geninv.metrics import latent_error, success_rate
+
+ALL_METHODS = ("gd", "plugin", "latent-pursuit", "lbp", "hybrid")
 
 
 def main() -> int:
@@ -32,12 +35,17 @@ def main() -> int:
             "60% missing": geninv.observe(G, z, mask=geninv.masks.random_pixels(784, 0.6, seed=2)),
             "20 dB": geninv.observe(G, z, snr_db=20, seed=3),
         }
+        # The wider generator's mid layer (2,048 x 512) takes the conjugate-gradient route (krylov_pays).
+        wide = geninv.Generator.random([64, 512, 2048, 8192], seed=0, device=device)
+        cases["wide, clean"] = geninv.observe(wide, wide.sample_latent(64, seed=1))
         for case, obs in cases.items():
-            for method in ("gd", "plugin", "latent-pursuit", "lbp", "hybrid"):
+            gen = wide if case.startswith("wide") else G
+            methods = ("latent-pursuit", "hybrid") if gen is wide else ALL_METHODS
+            for method in methods:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     try:
-                        res = geninv.invert(G, obs, method)
+                        res = geninv.invert(gen, obs, method)
                     except Exception as exc:  # report every failure, keep going
                         failed |= device == "cuda"
                         rows.append({"device": device, "case": case, "method": method, "error": repr(exc)[:200]})

@@ -491,17 +491,7 @@ def _lstsq_mixed(
         return torch.linalg.solve_triangular(chol.transpose(-1, -2), y, upper=True).squeeze(-1).to(dtype)
 
     rhs = (target * rw2) @ weight
-    x = solve(rhs)
-    settled = torch.zeros_like(well)
-    last = None
-    for _ in range(refine):
-        step = solve(rhs - ((x @ weight.T) * rw2) @ weight)
-        x = x + step
-        size, norm = torch.linalg.vector_norm(step, dim=-1), torch.linalg.vector_norm(x, dim=-1)
-        settled = settled | _step_settled(size, norm, last, dtype)
-        if bool((settled | ~well).all()):
-            break
-        last = size
+    x, settled = _refined(solve(rhs), lambda x, _: solve(rhs - ((x @ weight.T) * rw2) @ weight), well, refine)
     done = well & settled & torch.isfinite(x).all(-1)
     # Well conditioned in float32 is well conditioned in float64: determined when rows suffice.
     n_rows = (rw != 0).sum(-1)
@@ -615,26 +605,20 @@ def _lstsq_krylov(weight: torch.Tensor, target: torch.Tensor, rw: torch.Tensor, 
     d = rw2.float()
     gen = torch.Generator(device=weight.device).manual_seed(seed)
     u = torch.randn(batch, n, generator=gen, device=weight.device)
-    x = torch.zeros(batch, n, dtype=dtype, device=weight.device)
     done = (rw != 0).sum(-1) >= n
-    settled = torch.zeros_like(done)
-    last = None
-    for first in (True, False, False, False, False, False):
+
+    def correction(x: torch.Tensor, round_: int) -> torch.Tensor:
         grad = (rw2 * (target - x @ weight.T)) @ weight
         c = torch.linalg.solve_triangular(upper.mT, grad.T, upper=False).T.float()  # R^-T g
-        if first:
+        if round_ == 0:
             y, converged = _cg_normal(q, torch.cat([d, d]), torch.cat([c, _normal_product(q, d, u)]), probe=u)
             y, converged = y[:batch], converged[:batch] & converged[batch:]
         else:
             y, converged = _cg_normal(q, d, c)
-        done &= converged
-        step = torch.linalg.solve_triangular(upper, y.to(dtype).T, upper=True).T
-        x = x + step
-        size, norm = torch.linalg.vector_norm(step, dim=-1), torch.linalg.vector_norm(x, dim=-1)
-        settled = settled | _step_settled(size, norm, last, dtype)
-        if bool((settled | ~done).all()):
-            break
-        last = size
+        done.logical_and_(converged)  # in place: _refined watches it
+        return torch.linalg.solve_triangular(upper, y.to(dtype).T, upper=True).T
+
+    x, settled = _refined(torch.zeros(batch, n, dtype=dtype, device=weight.device), correction, done, 6)
     done &= settled & torch.isfinite(x).all(-1)
     return torch.where(done.unsqueeze(-1), x, torch.zeros_like(x)), done, done
 
@@ -649,7 +633,11 @@ def _cg_normal(q: torch.Tensor, d: torch.Tensor, c: torch.Tensor, probe: torch.T
     ``q``'s dtype; each row stops on its own (later iterations leave it as it is). Returns
     ``(y, converged)``: converged where the residual shrank by ``KRYLOV_TOL`` within
     ``KRYLOV_ROUND_CAP`` iterations, and for the last ``len(probe)`` rows (probes, whose solution is
-    ``probe``) where y is ``probe`` to ``KRYLOV_PROBE_TOL``."""
+    ``probe``) where y is ``probe`` to ``KRYLOV_PROBE_TOL``; never where y is not finite.
+
+    Unlike the matrix-free CGLS (:func:`geninv.solvers.matrix_free.lstsq_matrix_free`, working
+    precision, residuals in the rows) its right-hand side is given in the unknowns' space: a
+    refinement round's normal residual, computed in the working precision by the caller."""
     y = torch.zeros_like(c)
     r = c.clone()
     p = c.clone()
@@ -682,6 +670,23 @@ def _cg_normal(q: torch.Tensor, d: torch.Tensor, c: torch.Tensor, probe: torch.T
         failed |= active & ~torch.isfinite(y).all(-1)
         active = active & unsettled(new) & ~failed
     return y, ~active & ~failed
+
+
+def _refined(x: torch.Tensor, correction, live: torch.Tensor, passes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Iterative refinement: ``x += correction(x, k)`` for passes k = 0, 1, ... until every signal
+    still ``live`` (a mask the correction may narrow in place) has settled (:func:`_step_settled`),
+    at most ``passes`` times. Returns ``(x, settled)``."""
+    settled = torch.zeros_like(live)
+    last = None
+    for k in range(passes):
+        step = correction(x, k)
+        x = x + step
+        size, norm = torch.linalg.vector_norm(step, dim=-1), torch.linalg.vector_norm(x, dim=-1)
+        settled = settled | _step_settled(size, norm, last, x.dtype)
+        if bool((settled | ~live).all()):
+            break
+        last = size
+    return x, settled
 
 
 def _step_settled(size: torch.Tensor, norm, last: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
