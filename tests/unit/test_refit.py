@@ -229,3 +229,41 @@ def test_a_signal_is_recovered_alike_alone_and_in_a_batch_when_a_unit_draws_only
         assert alone.statuses[0] == batch.statuses[i] == "converged"
         torch.testing.assert_close(batch.z_hat[i], alone.z_hat[0], rtol=1e-9, atol=1e-9)
     assert float(geninv.metrics.latent_error(batch.z_hat, z).max()) < 1e-9
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["half the pixels", "every pixel"])
+def test_a_refit_restricts_the_output_layer_at_most_once(masked, monkeypatch):
+    """The refit computes the output layer on the observed pixels only, in every iteration: the
+    restricted copy of the layer is made once per refit (under a mask), or never (every pixel
+    observed, where it would be a copy of the whole layer), and the estimates are those of a
+    restriction made afresh for every call, bit for bit. A change of the weights in place makes a
+    new copy."""
+    from geninv.generator import Generator
+    from geninv.operators import Dense
+
+    G = geninv.Generator.random([10, 32, 64, 128], seed=0, bias=True)
+    mask = geninv.masks.random_pixels(128, 0.5, seed=2) if masked else None
+    obs = geninv.observe(G, G.sample_latent(8, seed=1), mask=mask, snr_db=30, seed=3)
+    copies = []
+    restrict = Dense.restrict
+    monkeypatch.setattr(Dense, "restrict", lambda self, rows: copies.append(len(rows)) or restrict(self, rows))
+    ours = geninv.invert(G, obs, "hybrid")
+    assert copies == ([64] if masked else [])
+    layer_on = Generator._layer_on
+
+    def afresh(self, i, out_rows):
+        self._restricted = None
+        return layer_on(self, i, out_rows)
+
+    monkeypatch.setattr(Generator, "_layer_on", afresh)
+    fresh = geninv.invert(G, obs, "hybrid")
+    assert torch.equal(ours.z_hat, fresh.z_hat)
+    monkeypatch.setattr(Generator, "_layer_on", layer_on)
+    if masked:
+        rows = obs.operator.selection()
+        op, _ = G._layer_on(G.n_layers - 1, rows)
+        assert G._layer_on(G.n_layers - 1, rows)[0] is op
+        with torch.no_grad():
+            G.weight_2.mul_(2)
+        doubled, _ = G._layer_on(G.n_layers - 1, rows)
+        torch.testing.assert_close(doubled.dense(), 2 * op.dense())
