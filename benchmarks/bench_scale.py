@@ -66,7 +66,12 @@ def _one(args: argparse.Namespace) -> dict:
     options = {"n_iter": args.gd_iter} if args.method == "gd" else {}
 
     def timed():
-        """The inversion of the whole batch and its wall time (synchronised on a GPU)."""
+        """The inversion of the whole batch and its wall time (synchronised on a GPU). Every call pays
+        for what it builds: the conjugate-gradient route's preconditioner, which geninv keeps per
+        matrix for the next call on the same generator, is dropped first."""
+        from geninv.solvers import linear
+
+        linear._PRECONDITIONERS.clear()
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
