@@ -549,9 +549,12 @@ def krylov_bytes(m: int, n: int, dtype: torch.dtype) -> int:
 def _krylov_preconditioner(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(R, Q)`` with ``W^T W = R^T R`` (upper R, working precision) and ``Q = W R^-1`` in float32,
     for :func:`_lstsq_krylov`; None where the whole layer's Gram is not well conditioned in float32
-    (then no signal's rows are). Made once per matrix and kept while it lives, unchanged: a sweep
-    solves a step in chunks of signals (on the [128, 1024, 4096, 16384] generator's mid layer,
-    32 chunks of 8), and each would otherwise pay its Gram and a triangular solve with all its rows."""
+    (then no signal's rows are). Made once per matrix and kept while it lives, unchanged: a noisy
+    step solves least squares on the same matrix several times (latent-pursuit at 20 dB: 7 times on
+    the [64, 512, 2048, 8192] generator's mid layer), a step split into chunks by a small memory
+    budget once per chunk, and inverting on the same generator again reuses it; each would
+    otherwise pay a Gram matrix and a triangular solve with all the layer's rows (~0.13 s for
+    2,048 x 512 in float64)."""
     key = id(weight)
     held = _PRECONDITIONERS.get(key)
     if held is not None and held[0]() is weight and held[1] == weight._version:
