@@ -54,6 +54,7 @@ def _one(args: argparse.Namespace) -> dict:
     import geninv
     from geninv.inversion._layerwise import forward_seconds
     from geninv.metrics import latent_error, success_rate
+    from geninv.solvers import linear
 
     torch.set_num_threads(args.threads)
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
@@ -69,8 +70,6 @@ def _one(args: argparse.Namespace) -> dict:
         """The inversion of the whole batch and its wall time (synchronised on a GPU). Every call pays
         for what it builds: the conjugate-gradient route's preconditioner, which geninv keeps per
         matrix for the next call on the same generator, is dropped first."""
-        from geninv.solvers import linear
-
         linear._PRECONDITIONERS.clear()
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -594,18 +594,20 @@ class Generator(nn.Module):
             return op, b
         # A refit asks for the same rows in every iteration: the restricted copy is made once (a copy
         # of the [64, 512, 2048, 8192] generator's output layer is 134 MB in float64; remade on every
-        # call it was a fifth of a noisy refit), and not at all where the rows are every output.
-        key = (out_rows._version, op, None if b is None else b._version)
+        # call it was a fifth of a noisy refit), and not at all where the rows are every output. The
+        # layer's operator is remade when its weights change (operator()), so its identity keys them.
+        versions = (out_rows._version, None if b is None else b._version)
         held = self._restricted
-        if held is not None and held[0] is out_rows and held[1] == key:
-            return held[2], held[3]
+        if held is not None and held[0] is out_rows and held[1] is op and held[2] == versions:
+            return held[3], held[4]
+        base = op
         every = out_rows.numel() == op.shape[0] and bool(
             (out_rows.cpu() == torch.arange(op.shape[0], device="cpu")).all()
         )
         if not every:
             op = op.restrict(out_rows)
             b = None if b is None else b[out_rows.to(b.device)]
-        self._restricted = (out_rows, key, op, b)  # holding out_rows: its id stays its own
+        self._restricted = (out_rows, base, versions, op, b)  # holding out_rows and base: their ids stay theirs
         return op, b
 
     def _trace(self, z: torch.Tensor, out_rows: torch.Tensor | None = None) -> Trace:

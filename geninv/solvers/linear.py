@@ -216,6 +216,11 @@ def gram_rank_tol(dtype: torch.dtype, n: int) -> float:
     return 10 * n * _eps(dtype)
 
 
+def row_factors(rows: torch.Tensor, weights: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """Each row's factor in ``min ||diag(r) (W x - t)||``: its weight where used, 0 where unused."""
+    return rows.to(dtype) if weights is None else rows.to(dtype) * weights
+
+
 def rows_shared(rows: torch.Tensor, weights: torch.Tensor | None = None) -> bool:
     """True when every signal of the batch uses the same rows, unweighted (a fixed mask): then one
     factorisation serves the whole batch."""
@@ -294,7 +299,7 @@ def lstsq_rows(
         # Wide layers: conjugate gradients on a shared preconditioner, the direct solve below only for
         # the signals they leave.
         m = weight.shape[0]
-        rw = rows.to(weight.dtype) if weights is None else rows.to(weight.dtype) * weights
+        rw = row_factors(rows, weights, weight.dtype)
         size = chunk_size(batch, krylov_bytes(m, n, weight.dtype))
         x, done, det = in_chunks(lambda t, r: _lstsq_krylov(weight, t, r, pre), size, target, rw)
         if bool(done.all()):
@@ -391,7 +396,7 @@ def _lstsq_rows_batch(views, target, rows, cols, weights, refine, mixed) -> tupl
         if mixed and n >= MIXED_MIN_UNKNOWNS:
             # Each signal's rows are gathered from the float32 matrix, just before its Gram matrix is
             # made (gram_cholesky): a float64 gather costs as much as the float64 Gram itself.
-            rw = rows.to(weight.dtype) if weights is None else rows.to(weight.dtype) * weights
+            rw = row_factors(rows, weights, weight.dtype)
             x, done, det = _lstsq_mixed(
                 weight,
                 target * rows,
@@ -861,7 +866,7 @@ def _nnls_rows_batch(weight, target, rows, lam, weights, tol) -> tuple[torch.Ten
     batch = target.shape[0]
     dtype = weight.dtype
     tol = tol if tol is not None else 0.1 * _eps(dtype) ** 0.5
-    r = rows.to(dtype) if weights is None else rows.to(dtype) * weights
+    r = row_factors(rows, weights, dtype)
     tt = target * r
     lam_t = torch.as_tensor(lam, dtype=dtype, device=weight.device).reshape(-1, 1).expand(batch, 1)
     # One Gram matrix for the whole batch when every signal uses the same rows (a fixed mask):

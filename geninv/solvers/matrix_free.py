@@ -18,6 +18,7 @@ import math
 import torch
 
 from geninv.operators import LinearOperator
+from geninv.solvers.linear import row_factors
 
 
 def _eps(dtype: torch.dtype) -> float:
@@ -48,7 +49,7 @@ def lstsq_matrix_free(
     """
     batch, n = target.shape[0], op.shape[1]
     dtype = target.dtype
-    r = rows.to(dtype) if weights is None else rows.to(dtype) * weights
+    r = row_factors(rows, weights, dtype)
     c = None if cols is None else cols.to(dtype)
     tol = tol if tol is not None else 10 * _eps(dtype)
     max_iter = max_iter or 2 * n
@@ -116,7 +117,7 @@ def nnls_matrix_free(
     """
     batch, n = target.shape[0], op.shape[1]
     dtype = target.dtype
-    r = rows.to(dtype) if weights is None else rows.to(dtype) * weights
+    r = row_factors(rows, weights, dtype)
     lam_t = torch.as_tensor(lam, dtype=dtype, device=target.device).reshape(-1, 1).expand(batch, 1)
     big_l = _lipschitz(op, r, n).unsqueeze(-1)
     aty = op.adjoint(r * r * target)
