@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,18 @@ def _operator(args: argparse.Namespace, gen: Any):
     return None if args.measurements is None else measurement_operator(args.measurements, gen)
 
 
+def _check_memory(args: argparse.Namespace, gen: Any, operator: Any, methods: Sequence[str]) -> None:
+    """Refuse ``--samples`` that this machine cannot hold, before any signal is drawn."""
+    from geninv.inversion.registry import make_config
+    from geninv.limits import RECORD_BYTES, check_memory, held_bytes
+
+    configs = {name: make_config(name) for name in methods}
+    m = None if operator is None else operator.shape[0]
+    held = held_bytes(gen.widths, configs, batch=args.samples, measurements=m)
+    held += RECORD_BYTES * args.samples * len(methods)  # the report's rows
+    check_memory(f"The 'samples' parameter ({args.samples:,} signals)", held)
+
+
 def _out_folder(text: str) -> Path:
     """The output folder, created now, so that a bad ``--out`` fails before any compute."""
     out = Path(text)
@@ -133,6 +146,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     gen = generator_from_spec(args.generator, dtype=None).double()
     mask = _mask(args, gen.output_dim)
     operator = _operator(args, gen)
+    _check_memory(args, gen, operator, args.methods)
     z = gen.sample_latent(args.samples, seed=args.seed)
     obs = observe(gen, z, mask=mask, operator=operator, noise_sigma=args.sigma, snr_db=args.snr, seed=args.seed)
     results = run_methods(gen, obs, args.methods, seed=args.seed, progress=_Progress())
@@ -218,8 +232,10 @@ def cmd_certify(args: argparse.Namespace) -> int:
     _check_common(args)
     gen = generator_from_spec(args.generator).double()
     mask = _mask(args, gen.output_dim)
+    operator = _operator(args, gen)
+    _check_memory(args, gen, operator, ())
     z = gen.sample_latent(args.samples, seed=args.seed)
-    cert = certify(gen, z, mask=mask, operator=_operator(args, gen), noise_sigma=args.sigma or 0.0)
+    cert = certify(gen, z, mask=mask, operator=operator, noise_sigma=args.sigma or 0.0)
     rows = cert.summary()
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -275,6 +291,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         changes["seed"] = args.seed
     config = dataclasses.replace(config, **changes)
     check_int("workers", args.workers, low=1)
+    _check_sweep_memory(config, tasks_at_once=1 if args.scheduler else args.workers)
     out = _out_folder(args.out)
     records_path = out / f"{name}.records.jsonl"
     if not args.resume and (records_path.exists() or records_path.is_symlink()):
@@ -299,6 +316,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{r['method']:15s} {value:>8s} {r['success_rate']:8.2f} {r['median_error']:13.2e}")
     print(f"wrote {out / name}.csv/.json/.html and {records_path.name}")
     return 0
+
+
+def _check_sweep_memory(config: Any, *, tasks_at_once: int) -> None:
+    """Refuse ``--trials`` that this machine cannot hold (``tasks_at_once`` tasks of one value, one method
+    and ``trials`` signals each, the local workers', and every record row the sweep keeps), before any
+    task runs."""
+    from geninv.inversion.registry import make_config
+    from geninv.limits import RECORD_BYTES, check_memory, held_bytes
+    from geninv.sweeps import ORACLE, sweep_widths
+
+    rows = len(config.values) * len(config.methods) * config.trials * RECORD_BYTES
+    worst = 0.0
+    for value in config.values:
+        widths = sweep_widths(config, value)
+        m = int(value) if config.variable == "measurements" else None
+        for method in config.methods:
+            configs = {} if method == ORACLE else {method: make_config(method)}
+            worst = max(worst, held_bytes(widths, configs, batch=config.trials, measurements=m))
+    check_memory(f"The 'trials' parameter ({config.trials:,} signals per task)", worst * tasks_at_once + rows)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -405,9 +441,26 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split())  # one line, whatever the message held
         sys.stderr.write(f"{_end_bar()}geninv: error: {message[:500]}\n")
         return 2
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        sys.stderr.write(
+            f"{_end_bar()}geninv: error: this machine ran out of memory partway through; "
+            "ask for fewer signals or a smaller generator.\n"
+        )
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"{_end_bar()}geninv: interrupted\n")
         return 130
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, or torch's (a RuntimeError on the CPU, OutOfMemoryError
+    on a GPU)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def _end_bar() -> str:

@@ -332,6 +332,69 @@ def budget() -> Budget:
     return Budget.from_env()
 
 
+# ---------------------------------------------------------------------- this machine's memory
+RECORD_BYTES = 2048
+"""Bytes kept per record row (one signal, one method: a dict of ~20 fields, in a sweep or the CLI's
+report), an upper bound."""
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes; None where the system does not say."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return total if total > 0 else None
+
+
+def held_bytes(
+    widths: Sequence[int], configs: Mapping[str, Any], *, batch: int, measurements: int | None = None
+) -> float:
+    """Bytes a run on ``batch`` signals keeps until it ends, in float64, whatever the memory budget (an
+    upper bound, checked against real runs by the tests): the latents, the observations and every layer's
+    true pre-activation and activation; for each method of ``configs`` (method -> config) its latent,
+    every layer's estimate and its record of the steps, and its stored iterates at their most
+    (:func:`history_bytes`; gd stops storing when its restarts settle). The solvers' working memory comes
+    on top, in chunks of the memory budget (:mod:`geninv._memory`)."""
+    latent = int(widths[0])
+    m = int(widths[-1]) if measurements is None else int(measurements)
+    units = sum(int(w) for w in widths[1:])
+    total = 8.0 * batch * (latent + 2 * m + 2 * units)
+    for config in configs.values():
+        total += 8.0 * batch * (latent + 2 * units) + history_bytes(config, batch=batch, latent_dim=latent)
+    return total
+
+
+def check_memory(
+    what: str,
+    n_bytes: float,
+    *,
+    holds: str = "signals, estimates, stored iterates and the solvers' working memory",
+    solvers: bool = True,
+    advice: str = "ask for fewer signals",
+) -> None:
+    """Refuse work that would hold more than this machine's physical memory before it starts: it could
+    only fail partway through, or have the process killed without a word. ``n_bytes``: what the work
+    keeps (e.g. :func:`held_bytes`), which ``holds`` names; ``solvers``: add the solvers' memory budget;
+    ``advice``: the message's last words.
+    Nothing is refused where the system does not report its memory."""
+    from geninv import _memory
+
+    total = machine_memory()
+    need = float(n_bytes) + (_memory.budget() if solvers else 0)
+    if total is not None and need > total:
+        raise BudgetError(
+            f"{what} would hold up to {_gib(need)} in memory ({holds}), more than this machine's "
+            f"{_gib(total)}; {advice}."
+        )
+
+
+def _gib(n_bytes: float) -> str:
+    """``'23.5 GiB'``, ``'4,890 GiB'``."""
+    gib = n_bytes / 2**30
+    return f"{gib:.3g} GiB" if gib < 100 else f"{gib:,.0f} GiB"
+
+
 @dataclass(frozen=True)
 class Cost:
     """Estimated multiply-adds of a request, per part (method, certificate)."""

@@ -24,13 +24,16 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from geninv._validation import check_int, check_real, fail
 from geninv.errors import ModelFormatError
+from geninv.limits import HARD_LIMITS, MAX_CHANNELS, check_memory, parameters
 
 IMAGES = "t10k-images-idx3-ubyte.gz"
 LABELS = "t10k-labels-idx1-ubyte.gz"
@@ -40,6 +43,8 @@ DEFAULT_CHANNELS = (4, 2, 1)
 """Channels of the conv decoder's feature maps: 4x7x7 -> 2x14x14 -> 1x28x28."""
 CONV_SIZES = (4, 7, 14, 28)
 DATA_ENV = "GENINV_MNIST_DATA"
+MAX_EPOCHS = 100_000
+"""The most epochs :func:`train_mnist` accepts (the shipped generators took 100 and 150)."""
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -191,8 +196,10 @@ def train_mnist(
     """
     from geninv.generator import Generator
 
-    if not 0.0 <= smoothing < 0.5:
-        raise ValueError(f"The 'smoothing' parameter must be in [0, 0.5). Got {smoothing!r} instead.")
+    _check_training(widths, channels, epochs=epochs, batch_size=batch_size, lr=lr, smoothing=smoothing, beta=beta)
+    check_int("seed", seed, low=0, high=2**63 - 1)
+    if limit is not None:
+        check_int("limit", limit, low=1)
     rng = torch.Generator().manual_seed(seed)
     images, _ = load_mnist(data_dir)
     if limit is not None:
@@ -270,6 +277,77 @@ def save_sample_grid(generator, path: str | Path, *, n: int = 64, seed: int = 0,
     return path
 
 
+def _check_training(widths, channels, *, epochs, batch_size, lr, smoothing, beta) -> None:
+    """The training options, before the data are read: one sentence naming the first bad one."""
+    check_int("epochs", epochs, low=1, high=MAX_EPOCHS)
+    check_int("batch_size", batch_size, low=1)
+    check_real("lr", lr, low=0.0, low_open=True)
+    check_real("smoothing", smoothing, low=0.0, high=0.5, high_open=True)
+    check_real("beta", beta, low=0.0)
+    least = 2 if channels is None else 1  # the convolutional decoder takes only the latent size
+    if len(widths) < least or any(isinstance(w, bool) or not isinstance(w, Integral) or w < 1 for w in widths):
+        expected = "at least two positive integers, latent first" if least == 2 else "positive integers"
+        fail("widths", expected, tuple(widths))
+    if channels is None and widths[-1] != 784:
+        fail("widths", "a list ending in 784 (the MNIST pixels)", tuple(widths))
+    HARD_LIMITS.check_widths(widths, what="The 'widths' parameter's decoder", hard=True)
+    if channels is not None and (
+        not 2 <= len(channels) <= len(CONV_SIZES)
+        or channels[-1] != 1
+        or any(isinstance(c, bool) or not isinstance(c, Integral) or not 1 <= c <= MAX_CHANNELS for c in channels)
+    ):
+        fail(
+            "channels",
+            f"2 to {len(CONV_SIZES)} integers from 1 to {MAX_CHANNELS} ending in 1 (one 28x28 image)",
+            tuple(channels),
+        )
+
+
+def _trained_weights(widths: tuple[int, ...], channels: tuple[int, ...] | None) -> int:
+    """Weights and biases of the VAE that :func:`train_mnist` trains (decoder and encoder)."""
+    if channels is None:  # the encoder mirrors the decoder, with two heads (mean, log-variance)
+        return parameters(widths) + parameters(widths[:0:-1]) + 2 * (widths[1] * widths[0] + widths[0])
+    latent, sizes = widths[0], CONV_SIZES[-len(channels) :]
+    decoder = latent * channels[0] * sizes[0] ** 2 + channels[0] * sizes[0] ** 2
+    for i in range(1, len(channels)):
+        kernel = sizes[i] - 2 * sizes[i - 1] + 4
+        decoder += channels[i - 1] * channels[i] * kernel**2 + channels[i]
+    return decoder + parameters((784, 256, 64)) + 2 * (64 * latent + latent)
+
+
+def _integers(name: str, text: str, example: str) -> tuple[int, ...]:
+    """``'20,128,784'`` -> (20, 128, 784), or one sentence naming the option and an ``example``."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        fail(name, f"comma-separated integers such as {example}", text)
+        raise  # unreachable: fail raises
+
+
+def _checked_options(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """Every option of ``geninv train mnist`` / ``mnist-conv`` checked before anything is read or trained,
+    the model's memory against this machine's included; returns ``(widths, channels)``."""
+    widths = _integers("widths", args.widths, "20,128,392,784")
+    channels = _integers("channels", args.channels, "4,2,1") if args.what == "mnist-conv" else None
+    _check_training(
+        widths, channels, epochs=args.epochs, batch_size=128, lr=1e-3, smoothing=args.smoothing, beta=args.beta
+    )
+    check_int("seed", args.seed, low=0, high=2**63 - 1)
+    if args.limit is not None:
+        check_int("limit", args.limit, low=1)
+    check_int("threads", args.threads, low=1, high=max(1, os.cpu_count() or 1))
+    # float32 weights, their gradients and Adam's two moments
+    weights = _trained_weights(widths, channels)
+    check_memory(
+        f"A model of {weights:,} weights",
+        16.0 * weights,
+        holds="weights, gradients and Adam's moments",
+        solvers=False,
+        advice="choose smaller widths or channels",
+    )
+    return widths, channels
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="geninv train", description="Train the shipped generators.")
     parser.add_argument(
@@ -310,19 +388,16 @@ def main(argv: list[str] | None = None) -> int:
         path = write_digits(args.data, args.out or "out/digits", per_class=args.per_class)
         print(f"wrote {path} ({path.stat().st_size} bytes)")
         return 0
-    torch.set_num_threads(args.threads)
     from geninv.errors import GeninvError
     from geninv.io import save_generator
 
     try:
+        widths, channels = _checked_options(args)
         load_mnist(args.data)  # check the data before anything else
     except GeninvError as exc:
         print(f"geninv train: error: {exc}", file=sys.stderr)
         return 2
-
-    widths = tuple(int(w) for w in args.widths.split(","))
-    conv = args.what == "mnist-conv"
-    channels = tuple(int(c) for c in args.channels.split(",")) if conv else None
+    torch.set_num_threads(args.threads)
     epochs = args.epochs
     gen, info = train_mnist(
         args.data,

@@ -153,6 +153,84 @@ def test_unreachable_scheduler_is_an_error_not_a_hang(tmp_path, capsys, no_compu
     assert "'scheduler'" in capsys.readouterr().err
 
 
+# ----------------------------------------------------------------------------- what this machine can hold
+@pytest.fixture
+def small_machine(monkeypatch):
+    """A machine of 2 GiB (1 GiB of it the solvers' budget), where drawing a signal fails the test: a
+    request it cannot hold must be refused before."""
+    import geninv.limits
+    from geninv.generator import Generator
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a signal was drawn before the memory check")
+
+    monkeypatch.setattr(geninv.limits, "machine_memory", lambda: 2 * 2**30)
+    monkeypatch.setattr(Generator, "sample_latent", refuse)
+
+
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (["invert", *SMALL, "--samples", "1000000", "--methods", "latent-pursuit"], "'samples' parameter (1,000,000"),
+        (["invert", *SMALL, "--samples", "20000"], "'samples' parameter (20,000"),  # gd's and the hybrid's iterates
+        (["certify", *SMALL, "--samples", "2000000"], "'samples' parameter (2,000,000"),
+        (
+            ["sweep", *SMALL, "--variable", "missing", "--values", "0", "--methods", "lbp", "--trials", "1000000"],
+            "'trials' parameter (1,000,000",
+        ),
+        (["sweep", "expansion", "--trials", "100000"], "'trials' parameter (100,000"),
+    ],
+)
+def test_a_request_this_machine_cannot_hold_is_refused_before_any_signal(
+    argv, name, capsys, no_compute, small_machine, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and name in err[0] and "more than this machine's 2 GiB; ask for fewer signals" in err[0], err
+
+
+def test_the_same_requests_run_where_they_fit(tmp_path, capsys, monkeypatch):
+    import geninv.limits
+
+    monkeypatch.setattr(geninv.limits, "machine_memory", lambda: 2 * 2**30)
+    argv = ["invert", *SMALL, "--samples", "3", "--methods", "latent-pursuit", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["methods"]["latent-pursuit"]["success_rate"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried ..."),
+    ],
+)
+def test_running_out_of_memory_partway_is_one_sentence(error, tmp_path, capsys, monkeypatch):
+    import geninv.experiments
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(geninv.experiments, "run_methods", fail)
+    assert main(["invert", *SMALL, "--samples", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "geninv: error: this machine ran out of memory partway through; ask for fewer signals or a smaller generator."
+    ]
+
+
+def test_other_runtime_errors_are_not_reported_as_memory(tmp_path, monkeypatch):
+    import geninv.experiments
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(geninv.experiments, "run_methods", fail)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        main(["invert", *SMALL, "--samples", "2", "--out", str(tmp_path)])
+
+
 # ----------------------------------------------------------------------------- papercuts
 def test_invert_help_lists_the_methods_and_the_default(capsys):
     import geninv

@@ -147,3 +147,72 @@ def test_the_readme_states_the_default_budget():
     for f in dataclasses.fields(limits.Budget):
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{f.name}` |"))
         assert float(row.split("|")[2]) == getattr(limits.Budget(), f.name), row
+
+
+# ----------------------------------------------------------------------------- what this machine can hold
+def _nbytes(x, seen: set[int]) -> int:
+    """Bytes of every tensor and array reachable from ``x`` (dataclasses, dicts, sequences), each once."""
+    import numpy as np
+    import torch
+
+    if id(x) in seen:
+        return 0
+    seen.add(id(x))
+    if isinstance(x, torch.Tensor):
+        return x.untyped_storage().nbytes()
+    if isinstance(x, np.ndarray):
+        return x.nbytes
+    if isinstance(x, dict):
+        return sum(_nbytes(v, seen) for v in x.values())
+    if isinstance(x, list | tuple):
+        return sum(_nbytes(v, seen) for v in x)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return sum(_nbytes(getattr(x, f.name), seen) for f in dataclasses.fields(x))
+    return 0
+
+
+@pytest.mark.parametrize("case", ["clean, masked", "noisy"])
+def test_held_bytes_bounds_what_a_run_keeps(case):
+    """The estimate is an upper bound of what the observation and every method's result really hold."""
+    from geninv.experiments import run_methods
+    from geninv.inversion.registry import make_config
+
+    widths, batch = [20, 128, 392, 784], 24
+    gen = geninv.Generator.random(widths, seed=0)
+    z = gen.sample_latent(batch, seed=1)
+    if case == "noisy":
+        obs = geninv.observe(gen, z, snr_db=20, seed=3)
+    else:
+        obs = geninv.observe(gen, z, mask=geninv.masks.random_pixels(784, 0.3, seed=2))
+    options = {"gd": {"n_iter": 300}, "hybrid": {"gd_iter": 300}}
+    results = run_methods(gen, obs, ["gd", "latent-pursuit", "hybrid"], options=options)
+    configs = {name: make_config(name, **options.get(name, {})) for name in results}
+    kept = _nbytes(obs, set()) + sum(_nbytes(r, set()) for r in results.values())
+    estimate = limits.held_bytes(widths, configs, batch=batch, measurements=obs.y.shape[1])
+    assert kept <= estimate <= 4 * kept
+    assert limits.held_bytes(widths, configs, batch=10 * batch) == pytest.approx(
+        10 * limits.held_bytes(widths, configs, batch=batch)
+    )
+
+
+def test_work_past_this_machines_memory_is_refused_in_one_sentence(monkeypatch):
+    from geninv import _memory
+
+    monkeypatch.setattr(limits, "machine_memory", lambda: 8 * 2**30)
+    _memory.set_budget("1GiB")
+    try:
+        limits.check_memory("This run", 6.9 * 2**30)  # with the solvers' budget: 7.9 of 8 GiB
+        with pytest.raises(BudgetError) as err:
+            limits.check_memory("The 'samples' parameter (10 signals)", 7.1 * 2**30)
+    finally:
+        _memory.set_budget(None)
+    message = str(err.value)
+    assert "\n" not in message and message.count(". ") == 0
+    assert "up to 8.1 GiB" in message and "this machine's 8 GiB" in message and "fewer signals" in message
+    monkeypatch.setattr(limits, "machine_memory", lambda: None)
+    limits.check_memory("This run", 1e18)  # where the system does not say, nothing is refused
+
+
+def test_this_machines_memory_is_read():
+    total = limits.machine_memory()
+    assert total is None or 2**28 < total < 2**50

@@ -102,6 +102,75 @@ def test_train_cli_writes_a_loadable_generator(tiny_data, tmp_path, capsys):
     assert info["command"].startswith("python -m geninv.train mnist --data")
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--epochs", "0"], "The 'epochs' parameter must be an integer in the range [1, 100000]. Got 0"),
+        (["--limit", "0"], "The 'limit' parameter must be an integer in the range [1, inf). Got 0"),
+        (["--threads", "0"], "The 'threads' parameter must be an integer in the range [1, "),
+        (["--seed", "-1"], "The 'seed' parameter must be an integer in the range [0, "),
+        (["--beta", "nan"], "The 'beta' parameter must be a finite number in the range [0, inf). Got nan"),
+        (["--beta", "-1"], "The 'beta' parameter must be a finite number in the range [0, inf). Got -1.0"),
+        (["--smoothing", "0.5"], "The 'smoothing' parameter must be a finite number in the range [0, 0.5)"),
+        (["--widths", "20,128,785"], "The 'widths' parameter must be a list ending in 784 (the MNIST pixels)"),
+        (["--widths", "20"], "The 'widths' parameter must be at least two positive integers, latent first"),
+        (["--widths", "20,x,784"], "The 'widths' parameter must be comma-separated integers such as 20,128,392,784"),
+        (["--widths", "20,0,784"], "The 'widths' parameter must be at least two positive integers"),
+        (["--widths", "20,5000000,784"], "has a layer of 5000000 units; geninv builds at most 1e+06 on any machine"),
+        (["--channels", "4,2"], "The 'channels' parameter must be 2 to 4 integers from 1 to 4096 ending in 1"),
+        (["--channels", "5000,1"], "The 'channels' parameter must be 2 to 4 integers from 1 to 4096 ending in 1"),
+    ],
+)
+def test_train_cli_refuses_a_bad_option_in_one_sentence_before_reading_anything(
+    options, message, tiny_data, tmp_path, capsys, monkeypatch
+):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a bad option reached the data or the training")
+
+    monkeypatch.setattr(train, "load_mnist", refuse)
+    monkeypatch.setattr(train, "train_mnist", refuse)
+    what = "mnist-conv" if "--channels" in options else "mnist"
+    out = tmp_path / "out"
+    assert train.main([what, "--data", str(tiny_data), "--out", str(out), *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("geninv train: error: ") and message in err[0], err
+    assert not out.exists()
+
+
+def test_train_cli_refuses_a_model_this_machine_cannot_hold(tiny_data, tmp_path, capsys, monkeypatch):
+    import geninv.limits
+
+    monkeypatch.setattr(geninv.limits, "machine_memory", lambda: 2 * 2**30)
+    monkeypatch.setattr(train, "train_mnist", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    # ~163 million weights (encoder and decoder), 16 bytes each with gradients and Adam's moments
+    assert train.main(["mnist", "--data", str(tiny_data), "--widths", "20,100000,784"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "A model of 163,000,824 weights would hold up to 2.43 GiB in memory" in err
+    assert err.endswith("more than this machine's 2 GiB; choose smaller widths or channels.") and "\n" not in err
+
+
+def test_the_memory_check_counts_every_trained_weight():
+    for widths, channels in [
+        ((20, 128, 392, 784), None),
+        ((2, 6, 784), None),
+        ((20,), (4, 2, 1)),
+        ((8,), (8, 4, 2, 1)),
+    ]:
+        model = train._VAE(widths) if channels is None else train._ConvVAE(widths[0], channels)
+        assert train._trained_weights(widths, channels) == sum(p.numel() for p in model.parameters())
+
+
+def test_train_mnist_checks_its_own_arguments(tiny_data):
+    from geninv.errors import InvalidValueError
+
+    with pytest.raises(InvalidValueError, match="'epochs'"):
+        train.train_mnist(tiny_data, widths=(2, 6, 784), epochs=0)
+    with pytest.raises(InvalidValueError, match="'lr'"):
+        train.train_mnist(tiny_data, widths=(2, 6, 784), epochs=1, lr=float("nan"))
+    with pytest.raises(InvalidValueError, match="'batch_size'"):
+        train.train_mnist(tiny_data, widths=(2, 6, 784), epochs=1, batch_size=0)
+
+
 def test_truncated_idx_file_is_rejected(tmp_path):
     _write_idx(tmp_path / "x.gz", np.zeros((4, 28, 28)))
     blob = gzip.decompress((tmp_path / "x.gz").read_bytes())
