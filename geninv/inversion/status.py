@@ -7,8 +7,9 @@ A status must say whether the problem was solved, not whether a loop ended (scip
 - clean (``sigma = 0``): ``||r|| <= CLEAN_RTOL_FACTOR * eps(dtype) * ||y||``, the data fit to working
   precision of the generator's dtype (2.2e-13 relative in float64, 1.2e-4 in float32);
 - noisy: ``||r||^2 <= sigma^2 (m + 3 sqrt(2 m))``, three standard deviations above the mean of
-  ``||e||^2`` for Gaussian noise; the true latent passes it with probability ~0.999, and a
-  maximum-likelihood estimate, whose residual is smaller than the noise's, passes it too.
+  ``||e||^2`` for Gaussian noise; the true latent misses it with probability 2.0e-3 at m = 784 (the
+  chi-square tail), a maximum-likelihood estimate, whose residual is smaller than the noise's, with
+  ~4e-4 (docs/algorithms.md, *Statuses*, has the measured rate).
 
 A fit at that level is ``converged`` whatever method produced it; anything else carries the
 method's reason (``not_fit``, ``max_iter``, ``infeasible`` or ``solver_error``).
