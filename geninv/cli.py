@@ -327,13 +327,13 @@ def _check_sweep_memory(config: Any, *, tasks_at_once: int) -> None:
     from geninv.sweeps import ORACLE, sweep_widths
 
     rows = len(config.values) * len(config.methods) * config.trials * RECORD_BYTES
+    configs = [{} if method == ORACLE else {method: make_config(method)} for method in config.methods]
     worst = 0.0
     for value in config.values:
         widths = sweep_widths(config, value)
         m = int(value) if config.variable == "measurements" else None
-        for method in config.methods:
-            configs = {} if method == ORACLE else {method: make_config(method)}
-            worst = max(worst, held_bytes(widths, configs, batch=config.trials, measurements=m))
+        for one in configs:
+            worst = max(worst, held_bytes(widths, one, batch=config.trials, measurements=m))
     check_memory(f"The 'trials' parameter ({config.trials:,} signals per task)", worst * tasks_at_once + rows)
 
 

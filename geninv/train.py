@@ -120,11 +120,7 @@ class _ConvVAE(nn.Module):
 
     def __init__(self, latent: int, channels: Sequence[int]) -> None:
         super().__init__()
-        if not 2 <= len(channels) <= len(CONV_SIZES) or channels[-1] != 1:
-            raise ValueError(
-                f"The 'channels' parameter must have 2 to {len(CONV_SIZES)} entries ending in 1 (one 28x28 "
-                f"image). Got {tuple(channels)!r} instead."
-            )
+        _check_channels(channels)
         sizes = CONV_SIZES[-len(channels) :]  # the last feature maps of 4 -> 7 -> 14 -> 28
         self.encoder = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 64), nn.ReLU())
         self.mu = nn.Linear(64, latent)
@@ -135,8 +131,7 @@ class _ConvVAE(nn.Module):
             nn.Unflatten(1, (channels[0], sizes[0], sizes[0])),
         ]
         for i in range(1, len(channels)):
-            # stride 2, padding 1: out = 2 (in - 1) - 2 + k, so k = out - 2 in + 4 (3 for 4 -> 7, 4 for 7 -> 14)
-            kernel = sizes[i] - 2 * sizes[i - 1] + 4
+            kernel = _conv_kernel(sizes[i - 1], sizes[i])
             dec.append(nn.ConvTranspose2d(channels[i - 1], channels[i], kernel, stride=2, padding=1))
             if i < len(channels) - 1:
                 dec.append(nn.ReLU())
@@ -196,10 +191,9 @@ def train_mnist(
     """
     from geninv.generator import Generator
 
-    _check_training(widths, channels, epochs=epochs, batch_size=batch_size, lr=lr, smoothing=smoothing, beta=beta)
-    check_int("seed", seed, low=0, high=2**63 - 1)
-    if limit is not None:
-        check_int("limit", limit, low=1)
+    _check_training(widths, channels, epochs=epochs, smoothing=smoothing, beta=beta, seed=seed, limit=limit)
+    check_int("batch_size", batch_size, low=1)
+    check_real("lr", lr, low=0.0, low_open=True)
     rng = torch.Generator().manual_seed(seed)
     images, _ = load_mnist(data_dir)
     if limit is not None:
@@ -277,13 +271,15 @@ def save_sample_grid(generator, path: str | Path, *, n: int = 64, seed: int = 0,
     return path
 
 
-def _check_training(widths, channels, *, epochs, batch_size, lr, smoothing, beta) -> None:
-    """The training options, before the data are read: one sentence naming the first bad one."""
+def _check_training(widths, channels, *, epochs, smoothing, beta, seed, limit) -> None:
+    """The training options :func:`train_mnist` and the command line share, before the data are read:
+    one sentence naming the first bad one."""
     check_int("epochs", epochs, low=1, high=MAX_EPOCHS)
-    check_int("batch_size", batch_size, low=1)
-    check_real("lr", lr, low=0.0, low_open=True)
     check_real("smoothing", smoothing, low=0.0, high=0.5, high_open=True)
     check_real("beta", beta, low=0.0)
+    check_int("seed", seed, low=0, high=2**63 - 1)
+    if limit is not None:
+        check_int("limit", limit, low=1)
     least = 2 if channels is None else 1  # the convolutional decoder takes only the latent size
     if len(widths) < least or any(isinstance(w, bool) or not isinstance(w, Integral) or w < 1 for w in widths):
         expected = "at least two positive integers, latent first" if least == 2 else "positive integers"
@@ -291,7 +287,13 @@ def _check_training(widths, channels, *, epochs, batch_size, lr, smoothing, beta
     if channels is None and widths[-1] != 784:
         fail("widths", "a list ending in 784 (the MNIST pixels)", tuple(widths))
     HARD_LIMITS.check_widths(widths, what="The 'widths' parameter's decoder", hard=True)
-    if channels is not None and (
+    if channels is not None:
+        _check_channels(channels)
+
+
+def _check_channels(channels: Sequence[int]) -> None:
+    """The convolutional decoder's channels: 2 to 4 of them, each 1 to MAX_CHANNELS, the last 1."""
+    if (
         not 2 <= len(channels) <= len(CONV_SIZES)
         or channels[-1] != 1
         or any(isinstance(c, bool) or not isinstance(c, Integral) or not 1 <= c <= MAX_CHANNELS for c in channels)
@@ -303,6 +305,12 @@ def _check_training(widths, channels, *, epochs, batch_size, lr, smoothing, beta
         )
 
 
+def _conv_kernel(size_in: int, size_out: int) -> int:
+    """Kernel side of a stride-2, padding-1 transposed convolution from ``size_in`` to ``size_out`` pixels:
+    out = 2 (in - 1) - 2 + k, so k = out - 2 in + 4 (3 for 4 -> 7, 4 for 7 -> 14)."""
+    return size_out - 2 * size_in + 4
+
+
 def _trained_weights(widths: tuple[int, ...], channels: tuple[int, ...] | None) -> int:
     """Weights and biases of the VAE that :func:`train_mnist` trains (decoder and encoder)."""
     if channels is None:  # the encoder mirrors the decoder, with two heads (mean, log-variance)
@@ -310,8 +318,7 @@ def _trained_weights(widths: tuple[int, ...], channels: tuple[int, ...] | None) 
     latent, sizes = widths[0], CONV_SIZES[-len(channels) :]
     decoder = latent * channels[0] * sizes[0] ** 2 + channels[0] * sizes[0] ** 2
     for i in range(1, len(channels)):
-        kernel = sizes[i] - 2 * sizes[i - 1] + 4
-        decoder += channels[i - 1] * channels[i] * kernel**2 + channels[i]
+        decoder += channels[i - 1] * channels[i] * _conv_kernel(sizes[i - 1], sizes[i]) ** 2 + channels[i]
     return decoder + parameters((784, 256, 64)) + 2 * (64 * latent + latent)
 
 
@@ -330,11 +337,8 @@ def _checked_options(args: argparse.Namespace) -> tuple[tuple[int, ...], tuple[i
     widths = _integers("widths", args.widths, "20,128,392,784")
     channels = _integers("channels", args.channels, "4,2,1") if args.what == "mnist-conv" else None
     _check_training(
-        widths, channels, epochs=args.epochs, batch_size=128, lr=1e-3, smoothing=args.smoothing, beta=args.beta
+        widths, channels, epochs=args.epochs, smoothing=args.smoothing, beta=args.beta, seed=args.seed, limit=args.limit
     )
-    check_int("seed", args.seed, low=0, high=2**63 - 1)
-    if args.limit is not None:
-        check_int("limit", args.limit, low=1)
     check_int("threads", args.threads, low=1, high=max(1, os.cpu_count() or 1))
     # float32 weights, their gradients and Adam's two moments
     weights = _trained_weights(widths, channels)

@@ -338,11 +338,12 @@ def run_gradient_descent(generator, obs: Observation, config: GradientDescentCon
 
 
 def _backprop_plan(generator) -> tuple:
-    """Per layer ``(pre_activation, activation, through_activation, adjoint)``, bound once per run: a
+    """Per layer ``(pre_activation, activation, through_activation, adjoint, reads_output)``, bound once per run: a
     dense layer's matrix and bias held directly, so that a step makes no attribute lookups or layer-type
     checks (on one MNIST signal a step is a few dozen small operations). ``through_activation(d, pre, out)`` is
     ``d`` times the activation's derivative at ``pre``, from its output ``out`` where that is the same
-    number (sigmoid: ``out (1 - out)``); the values are those of :meth:`Activation.derivative`."""
+    number (sigmoid: ``out (1 - out)``; ``reads_output`` says so, else ``out`` is None); the values are
+    those of :meth:`Activation.derivative`."""
     plan = []
     for i in range(generator.n_layers):
         act = generator.activation(i)
@@ -369,7 +370,7 @@ def _backprop_plan(generator) -> tuple:
             def through(d, p, out, act=act):
                 return d * act.derivative(p)
 
-        plan.append((pre, act, through, adjoint))
+        plan.append((pre, act, through, adjoint, act.name == "sigmoid"))
     return tuple(plan)
 
 
@@ -380,15 +381,15 @@ def _loss_and_grad(generator, obs, z, y, weight_decay, *, plan: tuple | None = N
     :func:`_backprop_plan` of the generator, made once per run by the caller (else here)."""
     plan = _backprop_plan(generator) if plan is None else plan
     pres, outs, x = [], [], z
-    for pre, act, _, _ in plan:
+    for pre, act, _, _, reads_output in plan:
         p = pre(x)
         x = act(p)
         pres.append(p)
-        outs.append(x if act.name == "sigmoid" else None)  # the only one that reads its output back
+        outs.append(x if reads_output else None)
     resid = obs.operator.forward(x) - y
     loss = 0.5 * resid.pow(2).sum(-1)
     d = obs.operator.adjoint(resid)
-    for (_, _, through, adjoint), p, out in zip(reversed(plan), reversed(pres), reversed(outs)):
+    for (_, _, through, adjoint, _), p, out in zip(reversed(plan), reversed(pres), reversed(outs)):
         d = adjoint(through(d, p, out))
     if weight_decay:
         loss = loss + weight_decay * z.pow(2).sum(-1)

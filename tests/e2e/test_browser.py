@@ -299,6 +299,9 @@ def _network_title(page) -> str:
 
 
 _CURRENT_TITLE = """() => {
+    // While the page reruns, Streamlit keeps the previous element beside the new one, marked stale, and
+    // puts the new one first: the first title not marked stale is the picture's current one (on a loaded
+    // machine the old copy can stay unmarked for a moment, and reading every copy would see it as a step back).
     for (const el of document.querySelectorAll('[data-testid=stPlotlyChart] .gtitle')) {
         const box = el.closest('[data-testid=stElementContainer]');
         if (box && box.getAttribute('data-stale') === 'true') continue;
@@ -323,23 +326,19 @@ def _steady_network_title(page, seconds: float = 30) -> str:
     raise AssertionError(f"the network picture's title did not settle: last {last!r}")
 
 
-_RECORD_TITLES = """() => {
-    // Every title the network picture shows, in order, however fast the replay moves. While the page
-    // reruns, Streamlit keeps the previous element beside the new one, marked stale, and puts the new one
-    // first: the first title not marked stale is the picture's current one (on a loaded machine the old
-    // copy can stay unmarked for a moment, and reading every copy would record it as a step back).
+_RECORD_TITLES = (
+    """() => {
+    // Every title the network picture shows, in order, however fast the replay moves.
+    const current = """
+    + _CURRENT_TITLE
+    + """;
     window.__titles = [];
     new MutationObserver(() => {
-        for (const el of document.querySelectorAll('[data-testid=stPlotlyChart] .gtitle')) {
-            const box = el.closest('[data-testid=stElementContainer]');
-            if (box && box.getAttribute('data-stale') === 'true') continue;
-            const t = el.textContent;
-            if (!t.includes(' steps)') && !t.includes('supports of its iterate')) continue;
-            if (window.__titles[window.__titles.length - 1] !== t) window.__titles.push(t);
-            break;
-        }
+        const t = current();
+        if (t !== null && window.__titles[window.__titles.length - 1] !== t) window.__titles.push(t);
     }).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
 }"""
+)
 
 
 def _play_button(page) -> str:
